@@ -1,0 +1,224 @@
+"""The Llama-family decoder (Llama 2/3.x, Qwen2/2.5, Mistral, SmolLM2) as one Flax NNX module.
+
+Every forward takes explicit position ids and a boolean attention mask `[batch, query, key]`, so deleting token i
+is the same computation as masking i out of every query row and using positions `cumsum(keep) - 1`
+(`positions_from_keep`, `causal_mask`). An optional KV cache (a tuple of per-layer `LayerCache`) is written at
+`cache_index`; the mask then ranges over the cache slots. Parameters carry logical axis names (see
+`jaxprune.sharding`), kernels are stored `[in, out]`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.models.config import ModelConfig
+
+# Added to masked attention scores; finite so that a fully masked query row gives a uniform row, not NaN.
+MASK_VALUE = -1e30
+
+
+class LayerCache(NamedTuple):
+    """Keys and values of one layer for every cache slot: `[batch, slots, kv_heads, head_dim]`."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+KVCache = tuple[LayerCache, ...]
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array                        # [batch, query, vocab], float32
+    cache: KVCache | None                    # the updated cache, when one was passed
+    attentions: tuple[jax.Array, ...] | None  # per layer [batch, heads, query, key] float32, when asked for
+
+
+def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], dtype, init=None) -> nnx.Param:
+    value = (init or nnx.initializers.normal(0.02))(rngs.params(), shape, dtype)
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+def _ones_param(shape, axes, dtype) -> nnx.Param:
+    return nnx.Param(jnp.ones(shape, dtype), out_sharding=axes, eager_sharding=False)
+
+
+class Linear(nnx.Module):
+    """`x @ kernel (+ bias)`, with logical axes `(in_axis, out_axis)` on the kernel."""
+
+    def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *, use_bias: bool, dtype,
+                 rngs: nnx.Rngs):
+        self.kernel = _param(rngs, (in_features, out_features), axes, dtype)
+        self.bias = _param(rngs, (out_features,), axes[1:], dtype, nnx.initializers.zeros) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.kernel[...]
+        return y + self.bias[...] if self.bias is not None else y
+
+
+class RMSNorm(nnx.Module):
+    """RMS normalisation computed in float32, scaled after casting back (as Hugging Face Llama does)."""
+
+    def __init__(self, size: int, eps: float, dtype):
+        self.scale = _ones_param((size,), ("norm",), dtype)
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...] * x32.astype(x.dtype)
+
+
+def _rotate_half(x: jax.Array) -> jax.Array:
+    first, second = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-second, first], axis=-1)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotary embedding, split-halves convention: `x` `[batch, seq, heads, head_dim]`, `positions` `[batch, seq]`."""
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, seq, head_dim / 2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    return x * cos + _rotate_half(x) * sin
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention with rotary positions and an optional KV cache."""
+
+    def __init__(self, config: ModelConfig, dtype, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, ("embed", "heads"),
+                             use_bias=c.qkv_bias, dtype=dtype, rngs=rngs)
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, ("embed", "kv_heads"),
+                             use_bias=c.qkv_bias, dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, ("embed", "kv_heads"),
+                             use_bias=c.qkv_bias, dtype=dtype, rngs=rngs)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, ("heads", "embed"),
+                             use_bias=c.o_bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache: LayerCache | None, cache_index):
+        c = self.config
+        batch, length, _ = x.shape
+        q = self.q_proj(x).reshape(batch, length, c.num_heads, c.head_dim)
+        k = self.k_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim)
+        v = self.v_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim)
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        if cache is not None:
+            k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, cache_index, 0, 0))
+            cache = LayerCache(k, v)
+        groups = c.num_heads // c.num_kv_heads
+        q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim) * (c.head_dim ** -0.5)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(x.dtype), v.astype(x.dtype))
+        out = self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim))
+        return out, cache, probs.reshape(batch, c.num_heads, length, k.shape[1])
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`."""
+
+    def __init__(self, config: ModelConfig, dtype, rngs: nnx.Rngs):
+        c = config
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, ("embed", "mlp"),
+                                use_bias=c.mlp_bias, dtype=dtype, rngs=rngs)
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, ("embed", "mlp"),
+                              use_bias=c.mlp_bias, dtype=dtype, rngs=rngs)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, ("mlp", "embed"),
+                                use_bias=c.mlp_bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: ModelConfig, dtype, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.self_attn = Attention(config, dtype, rngs)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.mlp = MLP(config, dtype, rngs)
+
+    def __call__(self, x, positions, mask, inv_freq, cache, cache_index):
+        attended, cache, probs = self.self_attn(self.input_layernorm(x), positions, mask, inv_freq, cache, cache_index)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), cache, probs
+
+
+class Llama(nnx.Module):
+    """A Llama-family causal language model; `dtype` is the dtype of parameters and activations."""
+
+    def __init__(self, config: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.embed_tokens = _param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), dtype)
+        self.layers = nnx.List([DecoderLayer(c, dtype, rngs) for _ in range(c.num_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype)
+        self.lm_head = None if c.tie_word_embeddings else Linear(
+            c.hidden_size, c.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype, rngs=rngs)
+
+    def hidden_states(self, tokens, positions, attention_mask, *, cache: KVCache | None = None, cache_index=0,
+                      return_attention: bool = False):
+        """Final normalised hidden states `[batch, seq, hidden]`, the updated cache and (optionally) attentions."""
+        window = self.config.sliding_window
+        key_length = attention_mask.shape[-1]
+        if window is not None and key_length > window:
+            raise ValueError(f"{key_length} attention keys exceed the model's sliding_window={window}, "
+                             "which this implementation does not apply")
+        inv_freq = jnp.asarray(self.config.rope_inv_freq())
+        x = jnp.take(self.embed_tokens[...], tokens, axis=0)
+        new_cache, attentions = [], []
+        for index, layer in enumerate(self.layers):
+            x, layer_cache, probs = layer(x, positions, attention_mask, inv_freq,
+                                          None if cache is None else cache[index], cache_index)
+            new_cache.append(layer_cache)
+            attentions.append(probs)
+        return (self.norm(x), None if cache is None else tuple(new_cache),
+                tuple(attentions) if return_attention else None)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Float32 vocabulary logits of final hidden states."""
+        if self.lm_head is None:
+            out = jnp.einsum("...d,vd->...v", hidden, self.embed_tokens[...], preferred_element_type=jnp.float32)
+        else:
+            out = jnp.einsum("...d,dv->...v", hidden, self.lm_head.kernel[...], preferred_element_type=jnp.float32)
+        return out.astype(jnp.float32)
+
+    def __call__(self, tokens, positions, attention_mask, *, cache: KVCache | None = None, cache_index=0,
+                 return_attention: bool = False) -> ModelOutput:
+        hidden, cache, attentions = self.hidden_states(tokens, positions, attention_mask, cache=cache,
+                                                       cache_index=cache_index, return_attention=return_attention)
+        return ModelOutput(self.logits(hidden), cache, attentions)
+
+
+def init_cache(config: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> KVCache:
+    """An empty KV cache with `slots` positions per sequence."""
+    shape = (batch, slots, config.num_kv_heads, config.head_dim)
+    return tuple(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))
+
+
+def causal_mask(keep: jax.Array) -> jax.Array:
+    """`[batch, seq, seq]` mask: query t sees keys s <= t that are kept (`keep` is `[batch, seq]` bool)."""
+    length = keep.shape[-1]
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    return causal[None] & keep[:, None, :].astype(bool)
+
+
+def positions_from_keep(keep: jax.Array) -> jax.Array:
+    """Position ids of a sequence with some tokens masked out: the kept tokens are numbered 0, 1, 2, ..."""
+    return jnp.maximum(jnp.cumsum(keep.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def forward(graphdef: nnx.GraphDef, params: nnx.State, tokens, positions, attention_mask, **kwargs) -> ModelOutput:
+    """Pure forward of a split model, for use under `jax.jit` with the parameters as an argument."""
+    return nnx.merge(graphdef, params)(tokens, positions, attention_mask, **kwargs)
+
+
+def abstract_model(config: ModelConfig, dtype=jnp.float32) -> Llama:
+    """The model's structure and shapes without allocating parameters (for loading and sharding plans)."""
+    return nnx.eval_shape(lambda: Llama(config, dtype=dtype, rngs=nnx.Rngs(0)))
