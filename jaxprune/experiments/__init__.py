@@ -1,0 +1,1 @@
+"""Command-line entry points (absl flags); each `main` is thin, the logic lives in the library."""

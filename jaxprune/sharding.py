@@ -1,0 +1,109 @@
+"""Device meshes and the rules that map logical parameter axes onto them.
+
+Parameters are annotated with logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `mlp`, `norm`); a rule table
+maps each name to mesh axes (`data`, `fsdp`, `tensor`). Rules are data: experiments pass their own table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (or tuple of mesh axes, or None for replicated)
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("norm", None),
+)
+
+
+def parse_mesh_shape(text: str) -> dict[str, int]:
+    """Parses a flag value such as `data=-1,fsdp=1,tensor=2` into an ordered axis -> size dict."""
+    shape: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, size = item.partition("=")
+        if not sep or not size.strip().lstrip("-").isdigit():
+            raise ValueError(f"mesh shape {text!r}: expected 'axis=size' items, got {item!r}")
+        shape[name.strip()] = int(size)
+    return shape
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over `devices` (default: all) with axes in `shape` order; one size may be -1 to take the rest."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = dict(shape)
+    free = [name for name, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ValueError(f"mesh shape {sizes}: at most one axis may be -1")
+    fixed = math.prod(size for size in sizes.values() if size != -1)
+    if free:
+        if len(devices) % fixed:
+            raise ValueError(f"mesh shape {sizes}: {len(devices)} devices are not divisible by {fixed}")
+        sizes[free[0]] = len(devices) // fixed
+    if math.prod(sizes.values()) != len(devices):
+        raise ValueError(f"mesh shape {sizes} needs {math.prod(sizes.values())} devices, {len(devices)} available")
+    return jax.make_mesh(tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes),
+                         devices=devices)
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules=DEFAULT_RULES) -> PartitionSpec:
+    """Maps logical axes to a PartitionSpec, leaving a dimension replicated where its size does not divide."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(logical_axes, shape):
+        targets = table.get(name) if name is not None else None
+        targets = (targets,) if isinstance(targets, str) else tuple(targets or ())
+        targets = tuple(a for a in targets if a in mesh.shape and mesh.shape[a] > 1 and a not in used)
+        if targets and size % math.prod(mesh.shape[a] for a in targets) == 0:
+            used.update(targets)
+            spec.append(targets[0] if len(targets) == 1 else targets)
+        else:
+            spec.append(None)
+    return PartitionSpec(*spec)
+
+
+def _logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
+    return tuple(variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape))
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
+    """A NamedSharding for every variable of `state` (concrete or abstract), following the logical rules."""
+    def sharding(variable: nnx.Variable) -> NamedSharding:
+        return NamedSharding(mesh, logical_to_spec(_logical_axes(variable), variable.shape, mesh, rules))
+    return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_state(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.State:
+    """Places every variable of `state` on `mesh` by the rules."""
+    return jax.device_put(state, state_shardings(state, mesh, rules))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
+    """Sharding for an input whose leading axis is the batch."""
+    batch_axes = dict(rules).get("batch")
+    batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
+    batch_axes = tuple(a for a in batch_axes if a in mesh.shape)
+    return NamedSharding(mesh, PartitionSpec(batch_axes or None, *([None] * (ndim - 1))))
+
+
+def per_device_bytes(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> int:
+    """The largest number of parameter bytes any one device holds under the rules (works on abstract states)."""
+    shardings = jax.tree.leaves(state_shardings(state, mesh, rules))
+    total = 0
+    for value, sharding in zip(jax.tree.leaves(state), shardings):
+        shard = sharding.shard_shape(value.shape)
+        total += int(np.prod(shard)) * np.dtype(value.dtype).itemsize
+    return total
