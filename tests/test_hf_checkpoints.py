@@ -1,0 +1,146 @@
+"""Levanter-style parity: tiny random transformers models -> save_pretrained -> our loader -> export -> transformers."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_torch_model, torch_logits
+
+from jaxprune.checkpoints import CheckpointError, load_hf_model, save_hf_model
+from jaxprune.models import ConfigError, causal_mask, positions_from_keep
+
+FAMILIES = {
+    "llama3-gqa-untied": ("llama3", {}),
+    "llama-tied-bias": ("llama", {"tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True}),
+    "qwen2-bias-tied": ("qwen2", {"tie_word_embeddings": True}),
+    "qwen2-bias-untied": ("qwen2", {"tie_word_embeddings": False}),
+    "mistral-gqa": ("mistral", {"head_dim": 24}),
+}
+
+
+def our_logits(model, ids):
+    keep = jnp.ones(ids.shape, bool)
+    return np.asarray(model(jnp.asarray(ids), positions_from_keep(keep), causal_mask(keep)).logits)
+
+
+def token_batch(seed=0, shape=(2, 37), vocab=128):
+    return np.random.RandomState(seed).randint(0, vocab, shape)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_load_matches_transformers_and_export_round_trips(name, tmp_path):
+    import transformers
+
+    kind, overrides = FAMILIES[name]
+    reference = tiny_torch_model(kind, **overrides)
+    reference.save_pretrained(tmp_path / "source")
+    ids = token_batch()
+    expected = torch_logits(reference, ids)
+
+    ours = load_hf_model(str(tmp_path / "source"))
+    np.testing.assert_allclose(our_logits(ours, ids), expected, atol=1e-4, rtol=0)
+
+    save_hf_model(ours, str(tmp_path / "export"))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert type(reloaded) is type(reference)
+    np.testing.assert_allclose(torch_logits(reloaded, ids), expected, atol=1e-5, rtol=0)
+
+
+def test_sharded_index_checkpoint_loads_and_exports_sharded(tmp_path):
+    import transformers
+
+    reference = tiny_torch_model("llama3")
+    reference.save_pretrained(tmp_path / "source", max_shard_size="20KB")
+    assert os.path.isfile(tmp_path / "source" / "model.safetensors.index.json")
+    ours = load_hf_model(str(tmp_path / "source"))
+    ids = token_batch(1)
+    np.testing.assert_allclose(our_logits(ours, ids), torch_logits(reference, ids), atol=1e-4, rtol=0)
+
+    save_hf_model(ours, str(tmp_path / "export"), max_shard_bytes=50_000)
+    index = json.loads((tmp_path / "export" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    np.testing.assert_allclose(torch_logits(reloaded, ids), torch_logits(reference, ids), atol=1e-5, rtol=0)
+
+
+def test_bfloat16_load_and_export(tmp_path):
+    import torch
+    import transformers
+
+    reference = tiny_torch_model("llama3")
+    reference.save_pretrained(tmp_path / "source")
+    ours = load_hf_model(str(tmp_path / "source"), dtype=jnp.bfloat16)
+    assert ours.embed_tokens[...].dtype == jnp.bfloat16
+    ids = token_batch(2)
+    np.testing.assert_allclose(our_logits(ours, ids), torch_logits(reference, ids), atol=0.1, rtol=0)
+    save_hf_model(ours, str(tmp_path / "export"))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    assert reloaded.dtype == torch.bfloat16
+
+
+def _edit_config(directory, **changes):
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config))
+
+
+@pytest.fixture
+def saved_llama(tmp_path):
+    tiny_torch_model("llama").save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_unknown_architecture_is_refused_naming_file_and_field(saved_llama):
+    _edit_config(saved_llama, model_type="gemma3")
+    with pytest.raises(ConfigError, match=r"config\.json: field 'model_type'='gemma3' is not a supported"):
+        load_hf_model(str(saved_llama))
+
+
+def test_missing_config_field_is_refused_naming_file_and_field(saved_llama):
+    _edit_config(saved_llama, num_hidden_layers=None)
+    with pytest.raises(ConfigError, match=r"config\.json: missing required field 'num_hidden_layers'"):
+        load_hf_model(str(saved_llama))
+
+
+def test_tensor_of_wrong_shape_is_refused_naming_tensor_and_shapes(saved_llama):
+    from safetensors.numpy import load_file, save_file
+
+    path = str(saved_llama / "model.safetensors")
+    tensors = load_file(path)
+    tensors["model.layers.1.mlp.up_proj.weight"] = tensors["model.layers.1.mlp.up_proj.weight"][:-1]
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.up_proj\.kernel has shape \(64, 95\), "
+                                              r"expected \(64, 96\)"):
+        load_hf_model(str(saved_llama))
+
+
+def test_missing_tensor_is_refused_naming_it(saved_llama):
+    from safetensors.numpy import load_file, save_file
+
+    path = str(saved_llama / "model.safetensors")
+    tensors = load_file(path)
+    del tensors["model.norm.weight"]
+    save_file(tensors, path, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"tensor 'model\.norm\.weight' is missing"):
+        load_hf_model(str(saved_llama))
+
+
+def test_pickle_checkpoint_is_refused_without_loading_it(saved_llama):
+    os.remove(saved_llama / "model.safetensors")
+    # Not even a valid pickle: the loader must refuse by name, never try to unpickle.
+    (saved_llama / "pytorch_model.bin").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: pickle checkpoints are refused"):
+        load_hf_model(str(saved_llama))
+
+
+def test_unsupported_rope_type_is_refused(saved_llama):
+    _edit_config(saved_llama, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
+    with pytest.raises(ConfigError, match=r"'rope_parameters.rope_type'='yarn' is not supported"):
+        load_hf_model(str(saved_llama))

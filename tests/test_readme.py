@@ -1,0 +1,26 @@
+"""The README's two commands stay true: CI runs exactly its test command, and the main job's module exists."""
+
+import importlib.util
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())[:2]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    _, test_command = readme_commands()
+    assert "pytest" in test_command
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci_lines[-1] == test_command
+
+
+def test_main_command_runs_an_existing_experiment_with_existing_flagfile():
+    main_command, _ = readme_commands()
+    module = re.search(r"python -m ([\w.]+)", main_command).group(1)
+    assert importlib.util.find_spec(module) is not None
+    for flagfile in re.findall(r"--flagfile=(\S+)", main_command):
+        assert (ROOT / flagfile).is_file()
