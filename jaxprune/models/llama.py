@@ -100,7 +100,7 @@ class Attention(nnx.Module):
         self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, ("heads", "embed"),
                              use_bias=c.o_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache: LayerCache | None, cache_index):
+    def __call__(self, x, positions, mask, inv_freq, cache: LayerCache | None, cache_index, return_attention):
         c = self.config
         batch, length, _ = x.shape
         q = self.q_proj(x).reshape(batch, length, c.num_heads, c.head_dim)
@@ -111,14 +111,23 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, cache_index, 0, 0))
             cache = LayerCache(k, v)
-        groups = c.num_heads // c.num_kv_heads
-        q = q.reshape(batch, length, c.num_kv_heads, groups, c.head_dim) * (c.head_dim ** -0.5)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(x.dtype), v.astype(x.dtype))
-        out = self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim))
-        return out, cache, probs.reshape(batch, c.num_heads, length, k.shape[1])
+        k, v = k.astype(x.dtype), v.astype(x.dtype)
+        if return_attention:
+            out, probs = _attention_with_probs(q, k, v, mask)
+        else:  # the fused XLA attention: about 1.3x faster on CPU than the explicit one
+            out, probs = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None]), None
+        return self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim)), cache, probs
+
+
+def _attention_with_probs(q, k, v, mask):
+    """Grouped-query attention that also returns its probabilities `[batch, heads, query, key]` (float32)."""
+    batch, length, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(batch, length, kv_heads, heads // kv_heads, head_dim) * (head_dim ** -0.5)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE), axis=-1)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out, probs.reshape(batch, heads, length, k.shape[1])
 
 
 class MLP(nnx.Module):
@@ -144,8 +153,9 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.mlp = MLP(config, dtype, rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache, cache_index):
-        attended, cache, probs = self.self_attn(self.input_layernorm(x), positions, mask, inv_freq, cache, cache_index)
+    def __call__(self, x, positions, mask, inv_freq, cache, cache_index, return_attention):
+        attended, cache, probs = self.self_attn(self.input_layernorm(x), positions, mask, inv_freq, cache, cache_index,
+                                                return_attention)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), cache, probs
 
@@ -175,7 +185,7 @@ class Llama(nnx.Module):
         new_cache, attentions = [], []
         for index, layer in enumerate(self.layers):
             x, layer_cache, probs = layer(x, positions, attention_mask, inv_freq,
-                                          None if cache is None else cache[index], cache_index)
+                                          None if cache is None else cache[index], cache_index, return_attention)
             new_cache.append(layer_cache)
             attentions.append(probs)
         return (self.norm(x), None if cache is None else tuple(new_cache),
