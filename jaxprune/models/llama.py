@@ -100,7 +100,8 @@ class Attention(nnx.Module):
         self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, ("heads", "embed"),
                              use_bias=c.o_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache: LayerCache | None, cache_index, return_attention):
+    def __call__(self, x, positions, mask, inv_freq, cache: LayerCache | None, cache_index, return_attention,
+                 prefix: LayerCache | None = None):
         c = self.config
         batch, length, _ = x.shape
         q = self.q_proj(x).reshape(batch, length, c.num_heads, c.head_dim)
@@ -111,6 +112,9 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, cache_index, 0, 0))
             cache = LayerCache(k, v)
+        if prefix is not None:  # keys/values shared by every row of the batch, placed before the row's own
+            k = jnp.concatenate([jnp.broadcast_to(prefix.k, (batch,) + prefix.k.shape[1:]).astype(k.dtype), k], 1)
+            v = jnp.concatenate([jnp.broadcast_to(prefix.v, (batch,) + prefix.v.shape[1:]).astype(v.dtype), v], 1)
         k, v = k.astype(x.dtype), v.astype(x.dtype)
         if return_attention:
             out, probs = _attention_with_probs(q, k, v, mask)
@@ -153,9 +157,9 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.mlp = MLP(config, dtype, rngs)
 
-    def __call__(self, x, positions, mask, inv_freq, cache, cache_index, return_attention):
+    def __call__(self, x, positions, mask, inv_freq, cache, cache_index, return_attention, prefix):
         attended, cache, probs = self.self_attn(self.input_layernorm(x), positions, mask, inv_freq, cache, cache_index,
-                                                return_attention)
+                                                return_attention, prefix)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), cache, probs
 
@@ -173,8 +177,14 @@ class Llama(nnx.Module):
             c.hidden_size, c.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype, rngs=rngs)
 
     def hidden_states(self, tokens, positions, attention_mask, *, cache: KVCache | None = None, cache_index=0,
-                      return_attention: bool = False):
-        """Final normalised hidden states `[batch, seq, hidden]`, the updated cache and (optionally) attentions."""
+                      prefix: KVCache | None = None, return_attention: bool = False):
+        """Final normalised hidden states `[batch, seq, hidden]`, the updated cache and (optionally) attentions.
+
+        `prefix` (per layer `[1, slots, kv_heads, head_dim]`) is extra key/value context shared by all rows, e.g.
+        the cache of a common prefix; the mask then covers `slots + seq` keys, the prefix first.
+        """
+        if cache is not None and prefix is not None:
+            raise ValueError("pass either a cache to update or a shared prefix, not both")
         window = self.config.sliding_window
         key_length = attention_mask.shape[-1]
         if window is not None and key_length > window:
@@ -185,7 +195,8 @@ class Llama(nnx.Module):
         new_cache, attentions = [], []
         for index, layer in enumerate(self.layers):
             x, layer_cache, probs = layer(x, positions, attention_mask, inv_freq,
-                                          None if cache is None else cache[index], cache_index, return_attention)
+                                          None if cache is None else cache[index], cache_index, return_attention,
+                                          None if prefix is None else prefix[index])
             new_cache.append(layer_cache)
             attentions.append(probs)
         return (self.norm(x), None if cache is None else tuple(new_cache),
@@ -199,11 +210,52 @@ class Llama(nnx.Module):
             out = jnp.einsum("...d,dv->...v", hidden, self.lm_head.kernel[...], preferred_element_type=jnp.float32)
         return out.astype(jnp.float32)
 
+    def token_log_probs(self, hidden: jax.Array, targets: jax.Array, vocab_chunk: int = 4096) -> jax.Array:
+        """`log p(target)` under each hidden state, float32, without materialising full-vocabulary logits.
+
+        `hidden` is `[..., hidden_size]`, `targets` `[..., k]` (k token ids per hidden state). The normaliser is
+        a running log-sum-exp over vocabulary chunks (much faster than one big reduction on XLA:CPU, and
+        `[tokens, chunk]` instead of `[tokens, vocab]` memory).
+        """
+        weight = self.embed_tokens[...] if self.lm_head is None else self.lm_head.kernel[...]
+        vocab_axis = 0 if self.lm_head is None else 1
+        chunk = _largest_divisor_at_most(self.config.vocab_size, vocab_chunk)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+
+        def chunk_logits(start):
+            block = jax.lax.dynamic_slice_in_dim(weight, start, chunk, axis=vocab_axis)
+            spec = "nd,vd->nv" if vocab_axis == 0 else "nd,dv->nv"
+            return jnp.einsum(spec, flat, block, preferred_element_type=jnp.float32)
+
+        def accumulate(index, carry):
+            running_max, running_sum = carry
+            logits = chunk_logits(index * chunk)
+            new_max = jnp.maximum(running_max, logits.max(axis=-1))
+            running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.exp(
+                logits - new_max[:, None]).sum(axis=-1)
+            return new_max, running_sum
+
+        start = (jnp.full(flat.shape[:1], -jnp.inf, jnp.float32), jnp.zeros(flat.shape[:1], jnp.float32))
+        running_max, running_sum = jax.lax.fori_loop(0, self.config.vocab_size // chunk, accumulate, start)
+        log_normaliser = running_max + jnp.log(running_sum)
+        flat_targets = targets.reshape(flat.shape[0], -1)
+        rows = jnp.take(weight, flat_targets, axis=vocab_axis)  # [n, k, d] or [d, n, k]
+        spec = "nd,nkd->nk" if vocab_axis == 0 else "nd,dnk->nk"
+        target_logits = jnp.einsum(spec, flat, rows, preferred_element_type=jnp.float32)
+        return (target_logits - log_normaliser[:, None]).reshape(targets.shape)
+
     def __call__(self, tokens, positions, attention_mask, *, cache: KVCache | None = None, cache_index=0,
                  return_attention: bool = False) -> ModelOutput:
         hidden, cache, attentions = self.hidden_states(tokens, positions, attention_mask, cache=cache,
                                                        cache_index=cache_index, return_attention=return_attention)
         return ModelOutput(self.logits(hidden), cache, attentions)
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of `n` that is <= `limit` (chunks must tile the vocabulary exactly); `n` itself when
+    the vocabulary only has small divisors, where one chunk beats many tiny ones."""
+    divisor = max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+    return divisor if divisor * 8 >= min(n, limit) else n
 
 
 def init_cache(config: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> KVCache:

@@ -1,0 +1,1 @@
+"""Records, prompts and datasets: what flows between pipeline stages."""

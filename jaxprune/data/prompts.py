@@ -1,0 +1,59 @@
+"""System prompts and the token split of a rendered chat into prompt / reasoning / answer spans.
+
+The scored sequence is the chat-template rendering of [system, user question, assistant: reasoning + answer]. As in
+the reference implementation, reasoning and answer are tokenized as separate segments: the template is rendered with
+marker strings in place of the assistant text, split at the markers, and each piece is tokenized on its own. The
+token ids are concatenated, never re-tokenized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+GSM8K_SYSTEM_PROMPT = (
+    "Solve the math problem step by step. After your reasoning, give the final answer on the last line as a JSON "
+    'object, exactly in this format: {"answer": "<number>"}')
+
+_REASONING_MARK = "\ue000jaxprune-reasoning\ue000"
+_ANSWER_MARK = "\ue000jaxprune-answer\ue000"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSplit:
+    """Token ids of one chain: `prompt` (everything before the reasoning), `reasoning`, and `answer` (the answer plus
+    the template's end-of-turn tokens: exactly what is scored after the reasoning)."""
+
+    prompt: tuple[int, ...]
+    reasoning: tuple[int, ...]
+    answer: tuple[int, ...]
+
+
+def chat_messages(question: str, system: str | None, assistant: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": question})
+    if assistant is not None:
+        messages.append({"role": "assistant", "content": assistant})
+    return messages
+
+
+def _encode(tokenizer, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer(text, add_special_tokens=False).input_ids) if text else ()
+
+
+def split_chain(tokenizer, question: str, reasoning: str, answer: str, system: str | None = None) -> TokenSplit:
+    """Tokenizes a chain into its prompt / reasoning / answer spans under the tokenizer's chat template."""
+    rendered = tokenizer.apply_chat_template(chat_messages(question, system, _REASONING_MARK + _ANSWER_MARK),
+                                             tokenize=False)
+    if rendered.count(_REASONING_MARK) != 1 or rendered.count(_ANSWER_MARK) != 1:
+        raise ValueError("the chat template does not render the assistant message verbatim; cannot split the chain")
+    before, rest = rendered.split(_REASONING_MARK)
+    between, after = rest.split(_ANSWER_MARK)
+    if between:
+        raise ValueError("the chat template inserts text inside the assistant message; cannot split the chain")
+    return TokenSplit(_encode(tokenizer, before), _encode(tokenizer, reasoning), _encode(tokenizer, answer + after))
+
+
+def generation_prompt(tokenizer, question: str, system: str | None = None) -> tuple[int, ...]:
+    """Token ids of the prompt that asks the model to answer `question` (ends with the assistant header)."""
+    text = tokenizer.apply_chat_template(chat_messages(question, system), tokenize=False, add_generation_prompt=True)
+    return _encode(tokenizer, text)

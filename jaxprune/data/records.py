@@ -1,0 +1,117 @@
+"""JSONL records: the chain schema, reading with file:line:field errors, and crash-safe appending with resume.
+
+A chain record (what the prune CLI reads) has `id`, `question`, `reasoning`, `answer` (strings) and optionally
+`system`. Later stages add fields; a record keeps every field it came with.
+
+Writers append one JSON line per record and fsync it, so a killed run loses at most the line being written; on
+reopening, a torn last line is cut off and the ids already written are skipped by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Iterator
+
+CHAIN_FIELDS = ("id", "question", "reasoning", "answer")
+
+
+class RecordError(ValueError):
+    """A malformed input record; the message names the file, the line and the field."""
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields `(line_number, record)` for every non-empty line; a line that is not a JSON object is an error."""
+    if not os.path.isfile(path):
+        raise RecordError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecordError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(record, dict):
+                raise RecordError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def check_fields(record: dict[str, Any], where: str, required: Iterable[str] = CHAIN_FIELDS,
+                 optional: Iterable[str] = ("system",)) -> None:
+    """Checks that required fields are present strings (ids may be numbers) and optional ones strings if present."""
+    for field in required:
+        if field not in record:
+            raise RecordError(f"{where}: missing field '{field}'")
+        value = record[field]
+        allowed = (str, int) if field == "id" else (str,)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise RecordError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
+    for field in optional:
+        if field in record and record[field] is not None and not isinstance(record[field], str):
+            raise RecordError(f"{where}: field '{field}' must be a string, got {type(record[field]).__name__}")
+
+
+def read_chains(path: str) -> list[dict[str, Any]]:
+    """Reads and validates a whole chain file before any expensive work starts; ids must be unique."""
+    records, seen = [], {}
+    for number, record in read_jsonl(path):
+        where = f"{path}:{number}"
+        check_fields(record, where)
+        key = str(record["id"])
+        if key in seen:
+            raise RecordError(f"{where}: field 'id'={key!r} repeats line {seen[key]}")
+        seen[key] = number
+        records.append(record)
+    return records
+
+
+class JsonlAppender:
+    """Appends records to a JSONL file with an fsync per record; reopening resumes after the last whole line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.done_ids = self._repair_and_collect_ids()
+        self._file = open(path, "a", encoding="utf-8")
+
+    def _repair_and_collect_ids(self) -> set[str]:
+        if not os.path.exists(self.path):
+            return set()
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            whole = data.rfind(b"\n") + 1
+            if whole < len(data):  # a torn last line from a killed run
+                f.truncate(whole)
+        ids = set()
+        for line in data[:whole].decode("utf-8").splitlines():
+            if line.strip():
+                ids.add(str(json.loads(line)["id"]))
+        return ids
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.done_ids.add(str(record["id"]))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_jsonl_atomic(path: str, records: Iterable[dict[str, Any]]) -> None:
+    """Writes a whole JSONL file under a temporary name, then renames it into place."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,264 @@
+"""The scoring kernel: the log-likelihood of every deletion candidate of one greedy step, sharing the prefix.
+
+A step sees the compact chain `x = prompt + reasoning_left + answer` (length T, prompt length P, n reasoning
+tokens). Candidate c (a reasoning position) is `x` without `x[c]`. Its score splits into three parts:
+
+* targets before c: unchanged by the deletion; prefix sums of the base pass's log-probabilities;
+* the target `x[c+1]`, now predicted from the hidden state at `c-1`, which is also unchanged: the base pass scores
+  this "skip" token for every position at once;
+* targets from `c+2` on: their queries `x[c+1:T-1]` must be recomputed (positions shift down by one), attending to
+  the base pass's keys/values of `x[:c]` and to each other.
+
+Only that suffix is recomputed. The suffixes of all candidates are packed first-fit into rows of a fixed width, so a
+row holds several candidates, each attending to its own visible prefix of the shared KV and, block-diagonally, to
+itself. Rows are padded to a few bucketed shapes so the loop compiles rarely; rows can be sharded over devices.
+Log-probabilities are computed in float32 and summed on the host in float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxprune import sharding as sharding_lib
+from jaxprune.models.llama import Llama, init_cache, positions_from_keep
+
+LENGTH_BUCKET = 32   # base-pass and row lengths are rounded up to a multiple of this
+ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepScores:
+    """Log-likelihoods after deleting each candidate: of the reasoning tokens left and of the answer span."""
+
+    candidates: np.ndarray  # compact positions, [k]
+    reasoning: np.ndarray   # [k] float64
+    answer: np.ndarray      # [k] float64
+
+    def objective(self, name: str) -> np.ndarray:
+        return self.reasoning + self.answer if name == "joint" else self.answer
+
+
+@dataclasses.dataclass(frozen=True)
+class BasePass:
+    """What one forward over the current chain gives: log-probs of every token and its KV cache."""
+
+    cache: tuple                    # per layer LayerCache [1, L, kv_heads, head_dim]
+    next_log_probs: np.ndarray      # [L] log p(x[t+1] | x[:t+1])
+    skip_log_probs: np.ndarray      # [L] log p(x[t+2] | x[:t+1])
+    attention_received: np.ndarray | None  # [L] attention each token receives, summed over layers, heads, queries
+
+    def token_log_probs(self, length: int) -> np.ndarray:
+        """log p(x[t] | x[:t]) for t = 0..length-1 (0 for t = 0, which is never scored)."""
+        return np.concatenate([[0.0], self.next_log_probs[: length - 1].astype(np.float64)])
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Candidate suffixes packed into rows `[rows, width]`; `segment` is -1 on padding."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    visible_prefix: np.ndarray  # how many base-pass keys (x[:c]) each query may see
+    segment: np.ndarray         # index of the candidate within the row's segments, for block-diagonal masking
+    targets: np.ndarray         # token id each query predicts
+    target_position: np.ndarray  # compact position of that target in x (-1 on padding)
+    candidate: np.ndarray       # which candidate (index into the step's candidate list) the query belongs to
+
+
+def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, width_multiple: int = LENGTH_BUCKET
+                  ) -> PackedRows:
+    """Packs, for each candidate c, the queries `x[c+1 : length-1]` first-fit-decreasing into rows."""
+    lengths = np.maximum(length - 2 - candidates, 0)
+    width = _round_up(int(lengths.max(initial=1)), width_multiple)
+    rows: list[list[int]] = []   # candidate indices per row
+    free: list[int] = []
+    for index in np.argsort(-lengths, kind="stable"):
+        if lengths[index] == 0:
+            continue
+        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
+        if row is None:
+            rows.append([])
+            free.append(width)
+            row = len(rows) - 1
+        rows[row].append(int(index))
+        free[row] -= int(lengths[index])
+    shape = (max(len(rows), 1), width)
+    packed = {name: np.full(shape, fill, np.int32) for name, fill in (
+        ("tokens", 0), ("positions", 0), ("visible_prefix", 0), ("segment", -1), ("targets", 0),
+        ("target_position", -1), ("candidate", -1))}
+    for r, members in enumerate(rows):
+        column = 0
+        for segment, index in enumerate(members):
+            c = int(candidates[index])
+            span = slice(column, column + int(lengths[index]))
+            queries = np.arange(c + 1, length - 1)
+            packed["tokens"][r, span] = tokens[queries]
+            packed["positions"][r, span] = queries - 1
+            packed["visible_prefix"][r, span] = c
+            packed["segment"][r, span] = segment
+            packed["targets"][r, span] = tokens[queries + 1]
+            packed["target_position"][r, span] = queries + 1
+            packed["candidate"][r, span] = index
+            column = span.stop
+    return PackedRows(**packed)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk", "with_attention"))
+def _base_pass(graphdef, params, tokens, length, *, vocab_chunk, with_attention):
+    model: Llama = nnx.merge(graphdef, params)
+    slots = tokens.shape[1]
+    index = jnp.arange(slots)
+    valid = index < length
+    mask = (index[:, None] >= index[None, :])[None] & valid[None, None, :]
+    cache = init_cache(model.config, 1, slots, model.embed_tokens[...].dtype)
+    hidden, cache, attentions = model.hidden_states(tokens, index[None], mask, cache=cache,
+                                                    return_attention=with_attention)
+    targets = jnp.stack([jnp.roll(tokens[0], -1), jnp.roll(tokens[0], -2)], axis=-1)
+    log_probs = model.token_log_probs(hidden[0], targets, vocab_chunk)
+    received = None
+    if with_attention:  # attention each key receives from the queries after it, all layers and heads
+        later = (index[:, None] > index[None, :]) & valid[:, None]
+        received = sum(jnp.einsum("hqk,qk->k", layer[0], later.astype(jnp.float32)) for layer in attentions)
+    return cache, log_probs[:, 0], log_probs[:, 1], received
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
+def _suffix_pass(graphdef, params, prefix, tokens, positions, visible_prefix, segment, targets, *, vocab_chunk):
+    model: Llama = nnx.merge(graphdef, params)
+    slots, width = prefix[0].k.shape[1], tokens.shape[1]
+    sees_prefix = jnp.arange(slots)[None, None, :] < visible_prefix[:, :, None]
+    column = jnp.arange(width)
+    sees_own = ((segment[:, :, None] == segment[:, None, :]) & (column[:, None] >= column[None, :])[None]
+                & (segment[:, None, :] >= 0))
+    mask = jnp.concatenate([sees_prefix, sees_own], axis=-1)
+    hidden, _, _ = model.hidden_states(tokens, positions, mask, prefix=prefix)
+    return model.token_log_probs(hidden, targets[..., None], vocab_chunk)[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
+def _full_pass(graphdef, params, tokens, length, deleted, *, vocab_chunk):
+    """Unshared reference path: each candidate's whole chain, its token masked out, one vmapped forward."""
+    model: Llama = nnx.merge(graphdef, params)
+    slots = tokens.shape[1]
+    index = jnp.arange(slots)
+
+    def one_candidate(c):
+        keep = (index < length) & (index != c)
+        mask = (index[:, None] >= index[None, :]) & keep[None, :]
+        hidden, _, _ = model.hidden_states(tokens, positions_from_keep(keep)[None], mask[None])
+        target_index = jnp.where(index + 1 == c, index + 2, index + 1)
+        targets = tokens[0, jnp.minimum(target_index, slots - 1)]
+        return model.token_log_probs(hidden[0], targets[:, None], vocab_chunk)[:, 0], target_index
+
+    return jax.vmap(one_candidate)(deleted)
+
+
+class Scorer:
+    """Scores greedy-pruning steps of chains with one model; jitted functions are shared across chains."""
+
+    def __init__(self, model: Llama, *, token_budget: int = 4096, vocab_chunk: int = 4096, mesh: Mesh | None = None):
+        self.graphdef, self.params = nnx.split(model)
+        self.token_budget = token_budget
+        self.vocab_chunk = vocab_chunk
+        self.mesh = mesh
+        self.row_multiple = mesh.size if mesh is not None else 1
+        self.forward_tokens = 0  # token-forwards spent, for benchmarks
+
+    def _place(self, array: np.ndarray) -> jax.Array:
+        if self.mesh is None:
+            return jnp.asarray(array)
+        return jax.device_put(array, sharding_lib.batch_sharding(self.mesh, array.ndim))
+
+    def base_pass(self, tokens: np.ndarray, with_attention: bool = False) -> BasePass:
+        slots = _round_up(len(tokens), LENGTH_BUCKET)
+        padded = np.zeros((1, slots), np.int32)
+        padded[0, : len(tokens)] = tokens
+        self.forward_tokens += len(tokens)
+        cache, nxt, skip, received = _base_pass(self.graphdef, self.params, jnp.asarray(padded), len(tokens),
+                                                vocab_chunk=self.vocab_chunk, with_attention=with_attention)
+        return BasePass(cache, np.asarray(nxt), np.asarray(skip), None if received is None else np.asarray(received))
+
+    def score_step(self, tokens: np.ndarray, prompt_length: int, reasoning_length: int, base: BasePass,
+                   candidates: np.ndarray | None = None) -> StepScores:
+        """Scores deleting each candidate (compact positions; default: every reasoning token) from `tokens`."""
+        length = len(tokens)
+        if candidates is None:
+            candidates = np.arange(prompt_length, prompt_length + reasoning_length)
+        target_log_probs = base.token_log_probs(length)
+        is_reasoning = np.zeros(length + 1)
+        is_reasoning[prompt_length: prompt_length + reasoning_length] = 1.0
+        is_answer = np.zeros(length + 1)
+        is_answer[prompt_length + reasoning_length: length] = 1.0
+        scores = []
+        for weights in (is_reasoning, is_answer):
+            before = np.concatenate([[0.0], np.cumsum(weights[:length] * target_log_probs)])
+            skip = weights[candidates + 1] * base.skip_log_probs[candidates - 1].astype(np.float64)
+            scores.append(before[candidates] + skip)
+        reasoning, answer = scores
+
+        packed = pack_suffixes(np.asarray(tokens), length, candidates)
+        suffix_log_probs = self._run_rows(packed, base.cache)
+        real = packed.candidate >= 0
+        where = packed.target_position[real]
+        np.add.at(reasoning, packed.candidate[real], is_reasoning[where] * suffix_log_probs[real])
+        np.add.at(answer, packed.candidate[real], is_answer[where] * suffix_log_probs[real])
+        return StepScores(candidates, reasoning, answer)
+
+    def _run_rows(self, packed: PackedRows, cache) -> np.ndarray:
+        """Runs the packed rows through the suffix kernel in calls of at most `token_budget` tokens."""
+        total, width = packed.tokens.shape
+        cap = max(self.row_multiple, self.token_budget // width // self.row_multiple * self.row_multiple)
+        out = np.zeros((total, width), np.float64)
+        start = 0
+        while start < total:
+            left = total - start
+            rows = min(cap, _round_up(next((b for b in ROW_BUCKETS if b >= left), left), self.row_multiple))
+            chunk = {}
+            for name in ("tokens", "positions", "visible_prefix", "segment", "targets"):
+                block = getattr(packed, name)[start: start + rows]
+                fill = -1 if name == "segment" else 0
+                block = np.concatenate([block, np.full((rows - len(block), width), fill, np.int32)])
+                chunk[name] = self._place(block)
+            self.forward_tokens += rows * width
+            result = _suffix_pass(self.graphdef, self.params, cache, **chunk, vocab_chunk=self.vocab_chunk)
+            taken = min(rows, left)
+            out[start: start + taken] = np.asarray(result)[:taken]
+            start += taken
+        return out
+
+    def score_step_unshared(self, tokens: np.ndarray, prompt_length: int, reasoning_length: int) -> StepScores:
+        """The same scores by full recomputation of every candidate (the reference path; no prefix sharing)."""
+        length = len(tokens)
+        slots = _round_up(length, LENGTH_BUCKET)
+        padded = np.zeros((1, slots), np.int32)
+        padded[0, :length] = tokens
+        candidates = np.arange(prompt_length, prompt_length + reasoning_length)
+        reasoning, answer = np.zeros(len(candidates)), np.zeros(len(candidates))
+        per_call = max(1, self.token_budget // slots)
+        for start in range(0, len(candidates), per_call):
+            batch = candidates[start: start + per_call]
+            deleted = np.concatenate([batch, np.full(per_call - len(batch), -1)]).astype(np.int32)
+            self.forward_tokens += per_call * slots
+            log_probs, target_index = _full_pass(self.graphdef, self.params, jnp.asarray(padded), length,
+                                                 jnp.asarray(deleted), vocab_chunk=self.vocab_chunk)
+            log_probs, target_index = np.asarray(log_probs, np.float64), np.asarray(target_index)
+            for row, c in enumerate(batch):
+                queries = np.arange(slots)
+                scored = (queries != c) & (target_index[row] < length)
+                targets = target_index[row][scored]
+                in_reasoning = (targets >= prompt_length) & (targets < prompt_length + reasoning_length)
+                in_answer = targets >= prompt_length + reasoning_length
+                reasoning[start + row] = log_probs[row][scored][in_reasoning].sum()
+                answer[start + row] = log_probs[row][scored][in_answer].sum()
+        return StepScores(candidates, reasoning, answer)

@@ -1,0 +1,130 @@
+"""Exact greedy pruning against a naive reference written here: physically delete, full forward, score."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprune.data.prompts import TokenSplit
+from jaxprune.models import Llama, ModelConfig, causal_mask, positions_from_keep
+from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
+from jaxprune.pruning.scoring import Scorer
+
+CONFIG = ModelConfig(model_type="llama", vocab_size=89, hidden_size=32, intermediate_size=64, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Llama(CONFIG, rngs=nnx.Rngs(7))
+
+
+def naive_scorer(model):
+    """(reasoning, answer) log-likelihood of a physically shortened sequence, from one plain forward."""
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def log_softmax(params, ids):
+        keep = jnp.ones(ids.shape, bool)
+        return jax.nn.log_softmax(nnx.merge(graphdef, params)(ids, positions_from_keep(keep), causal_mask(keep))
+                                  .logits[0], axis=-1)
+
+    def log_likelihoods(sequence, prompt_length, reasoning_length):
+        padded = np.zeros((1, 128), np.int32)  # fixed buffer: the causal reference compiles once
+        padded[0, :len(sequence)] = sequence
+        log_probs = np.asarray(log_softmax(params, jnp.asarray(padded)), np.float64)
+        per_token = np.array([log_probs[t - 1, sequence[t]] for t in range(1, len(sequence))])
+        reasoning = per_token[prompt_length - 1: prompt_length - 1 + reasoning_length].sum()
+        return reasoning, per_token[prompt_length - 1 + reasoning_length:].sum()
+
+    return log_likelihoods
+
+
+def naive_greedy(model, split, keep_ratio, objective, tolerance=1e-4):
+    score = naive_scorer(model)
+    reasoning = list(split.reasoning)
+    remaining = list(range(len(reasoning)))
+    order = []
+    for _ in range(deletions_for(len(reasoning), keep_ratio)):
+        scores = []
+        for i in remaining:
+            kept = [reasoning[j] for j in remaining if j != i]
+            r, a = score(list(split.prompt) + kept + list(split.answer), len(split.prompt), len(kept))
+            scores.append(r + a if objective == "joint" else a)
+        best = max(scores)
+        choice = next(i for i, s in zip(remaining, scores) if s >= best - tolerance)  # lowest position on ties
+        order.append(choice)
+        remaining.remove(choice)
+    return order
+
+
+def random_split(seed, prompt=9, reasoning=16, answer=5):
+    rng = np.random.RandomState(seed)
+    return TokenSplit(tuple(rng.randint(0, 89, prompt)), tuple(rng.randint(0, 89, reasoning)),
+                      tuple(rng.randint(0, 89, answer)))
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_whole_deletion_order_equals_naive_reference(tiny, objective, seed):
+    split = random_split(seed)
+    trace = greedy_prune(Scorer(tiny, token_budget=128), split, PruneConfig(keep_ratio=0.4, objective=objective))
+    assert trace.deletion_order == naive_greedy(tiny, split, 0.4, objective)
+    assert len(trace.deletion_order) == deletions_for(16, 0.4) == 10
+
+
+def test_ties_go_to_the_lowest_position(tiny):
+    # Runs of one repeated token: deleting any member of a run gives the same sequence, so scores tie exactly.
+    split = TokenSplit((3, 4, 5), (7, 7, 7, 2, 9, 9, 9, 9, 1), (6, 8))
+    trace = greedy_prune(Scorer(tiny), split, PruneConfig(keep_ratio=0.0))
+    assert trace.deletion_order == naive_greedy(tiny, split, 0.0, "joint")
+    for run in ([0, 1, 2], [4, 5, 6, 7]):  # within a run, deletion goes left to right
+        positions = [trace.deletion_order.index(i) for i in run]
+        assert positions == sorted(positions)
+
+
+def test_recorded_log_likelihoods_are_those_of_the_pruned_chains(tiny):
+    split = random_split(3)
+    trace = greedy_prune(Scorer(tiny), split, PruneConfig(keep_ratio=0.5))
+    reasoning = list(split.reasoning)
+    score = naive_scorer(tiny)
+    r, a = score(list(split.prompt) + reasoning + list(split.answer), 9, 16)
+    assert trace.original["reasoning"] == pytest.approx(r, abs=1e-4)
+    assert trace.original["answer"] == pytest.approx(a, abs=1e-4)
+    deleted = set()
+    for step, position in enumerate(trace.deletion_order):
+        deleted.add(position)
+        kept = [t for i, t in enumerate(reasoning) if i not in deleted]
+        r, a = score(list(split.prompt) + kept + list(split.answer), 9, len(kept))
+        assert trace.log_likelihoods["joint"][step] == pytest.approx(r + a, abs=1e-4)
+        assert trace.log_likelihoods["answer"][step] == pytest.approx(a, abs=1e-4)
+
+
+@pytest.mark.parametrize("budget", [64, 256, 4096])
+def test_packed_prefix_shared_scores_equal_unshared_scores(tiny, budget):
+    split = random_split(4, prompt=11, reasoning=23, answer=7)
+    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    scorer = Scorer(tiny, token_budget=budget)
+    shared = scorer.score_step(tokens, 11, 23, scorer.base_pass(tokens))
+    unshared = scorer.score_step_unshared(tokens, 11, 23)
+    np.testing.assert_allclose(shared.reasoning, unshared.reasoning, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(shared.answer, unshared.answer, atol=1e-4, rtol=0)
+
+
+def test_resume_and_extend_equal_a_single_run(tiny):
+    split = random_split(5)
+    scorer = Scorer(tiny)
+    single = greedy_prune(scorer, split, PruneConfig(keep_ratio=0.3))
+    partial = greedy_prune(scorer, split, PruneConfig(keep_ratio=0.7))
+    extended = greedy_prune(scorer, split, PruneConfig(keep_ratio=0.3), start=partial)
+    assert extended.deletion_order == single.deletion_order
+    np.testing.assert_allclose(extended.log_likelihoods["joint"], single.log_likelihoods["joint"], atol=1e-5)
+    assert partial.deletion_order == single.deletion_order[: len(partial.deletion_order)]
+
+
+@pytest.mark.parametrize("bad", [dict(keep_ratio=1.0), dict(keep_ratio=-0.1), dict(keep_ratio=0.5, objective="x"),
+                                 dict(keep_ratio=0.5, proxy="random"), dict(keep_ratio=0.5, deletions_per_step=0)])
+def test_invalid_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        PruneConfig(**bad)
