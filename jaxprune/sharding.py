@@ -40,7 +40,8 @@ def parse_mesh_shape(text: str) -> dict[str, int]:
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh over `devices` (default: all) with axes in `shape` order; one size may be -1 to take the rest."""
+    """A mesh with axes in `shape` order over the first devices of `devices` (default: all); one size may be -1
+    to take all the rest."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = dict(shape)
     free = [name for name, size in sizes.items() if size == -1]
@@ -51,10 +52,11 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
         if len(devices) % fixed:
             raise ValueError(f"mesh shape {sizes}: {len(devices)} devices are not divisible by {fixed}")
         sizes[free[0]] = len(devices) // fixed
-    if math.prod(sizes.values()) != len(devices):
-        raise ValueError(f"mesh shape {sizes} needs {math.prod(sizes.values())} devices, {len(devices)} available")
+    needed = math.prod(sizes.values())
+    if needed > len(devices):
+        raise ValueError(f"mesh shape {sizes} needs {needed} devices, {len(devices)} available")
     return jax.make_mesh(tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes),
-                         devices=devices)
+                         devices=devices[:needed])
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,

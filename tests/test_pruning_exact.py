@@ -128,3 +128,49 @@ def test_resume_and_extend_equal_a_single_run(tiny):
 def test_invalid_settings_are_refused(bad):
     with pytest.raises(ValueError):
         PruneConfig(**bad)
+
+
+def naive_batched_greedy(model, split, keep_ratio, objective, buffer=96, batch=32, tolerance=1e-4):
+    """Physical deletion of every candidate of a step, all in one padded batch, one plain forward (the reference
+    implementation's way, written independently of the kernel)."""
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def next_token_log_probs(params, ids):  # [batch, t]: log p(ids[t + 1] | ids[:t + 1])
+        keep = jnp.ones(ids.shape, bool)
+        logits = nnx.merge(graphdef, params)(ids, positions_from_keep(keep), causal_mask(keep)).logits
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        return jnp.take_along_axis(log_probs[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
+
+    prompt, answer = list(split.prompt), list(split.answer)
+    remaining = list(range(len(split.reasoning)))
+    order = []
+    for _ in range(deletions_for(len(remaining), keep_ratio)):
+        sequences = [prompt + [split.reasoning[j] for j in remaining if j != i] + answer for i in remaining]
+        ids = np.zeros((batch, buffer), np.int32)
+        for row, sequence in enumerate(sequences):
+            ids[row, :len(sequence)] = sequence
+        log_probs = np.asarray(next_token_log_probs(params, jnp.asarray(ids)), np.float64)
+        scores = []
+        for row, sequence in enumerate(sequences):
+            first = len(prompt) if objective == "joint" else len(sequence) - len(answer)
+            scores.append(log_probs[row, first - 1: len(sequence) - 1].sum())
+        best = max(scores)
+        choice = next(i for i, s in zip(remaining, scores) if s >= best - tolerance)
+        order.append(choice)
+        remaining.remove(choice)
+    return order
+
+
+@pytest.mark.parametrize("objective", ["joint", "answer"])
+def test_smollm2_short_real_chain_equals_naive_reference(smollm2, objective):
+    from jaxprune.data.prompts import split_chain
+
+    model, tokenizer = smollm2
+    split = split_chain(tokenizer, "Tom has 3 apples and buys 5 more. How many apples does Tom have now?",
+                        "Tom has 3 apples and 5 more apples, so he has 3 + 5 = 8 apples.\n", "#### 8",
+                        "Solve step by step.")
+    assert len(split.prompt) + len(split.reasoning) + len(split.answer) <= 96 and len(split.reasoning) <= 32
+    trace = greedy_prune(Scorer(model), split, PruneConfig(keep_ratio=0.8, objective=objective))
+    assert len(trace.deletion_order) == 5
+    assert trace.deletion_order == naive_batched_greedy(model, split, 0.8, objective, batch=len(split.reasoning))

@@ -20,9 +20,10 @@ def test_mesh_takes_the_rest_on_the_free_axis():
     mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 2})
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
     assert sharding.parse_mesh_shape("data=-1, tensor=4") == {"data": -1, "tensor": 4}
+    assert sharding.make_mesh({"data": 2}).devices.tolist() == jax.devices()[:2]
 
 
-@pytest.mark.parametrize("shape", [{"data": -1, "tensor": -1}, {"data": 3}, {"data": 16}])
+@pytest.mark.parametrize("shape", [{"data": -1, "tensor": -1}, {"data": 3, "tensor": -1}, {"data": 16}])
 def test_impossible_meshes_are_refused(shape):
     with pytest.raises(ValueError, match="mesh shape"):
         sharding.make_mesh(shape)

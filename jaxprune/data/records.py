@@ -52,8 +52,10 @@ def check_fields(record: dict[str, Any], where: str, required: Iterable[str] = C
             raise RecordError(f"{where}: field '{field}' must be a string, got {type(record[field]).__name__}")
 
 
-def read_chains(path: str) -> list[dict[str, Any]]:
-    """Reads and validates a whole chain file before any expensive work starts; ids must be unique."""
+def read_chains(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Reads and validates a whole chain file before any expensive work starts; ids must be unique.
+
+    Returns `(where, record)` pairs, `where` being `path:line` for later error messages."""
     records, seen = [], {}
     for number, record in read_jsonl(path):
         where = f"{path}:{number}"
@@ -62,7 +64,7 @@ def read_chains(path: str) -> list[dict[str, Any]]:
         if key in seen:
             raise RecordError(f"{where}: field 'id'={key!r} repeats line {seen[key]}")
         seen[key] = number
-        records.append(record)
+        records.append((where, record))
     return records
 
 

@@ -66,7 +66,8 @@ class PruneTrace:
     original: dict[str, float]
 
 
-def _values(base: BasePass, length: int, prompt_length: int, reasoning_length: int) -> dict[str, float]:
+def chain_log_likelihoods(base: BasePass, length: int, prompt_length: int, reasoning_length: int) -> dict[str, float]:
+    """Joint, answer and reasoning log-likelihood of the chain a base pass was run on."""
     log_probs = base.token_log_probs(length)
     reasoning = float(log_probs[prompt_length: prompt_length + reasoning_length].sum())
     answer = float(log_probs[prompt_length + reasoning_length: length].sum())
@@ -108,7 +109,7 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
     while True:
         tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
         base = scorer.base_pass(tokens, with_attention=config.proxy == "attention")
-        values = _values(base, len(tokens), prompt_length, len(remaining))
+        values = chain_log_likelihoods(base, len(tokens), prompt_length, len(remaining))
         if not trace.original:
             trace.original = values
         elif trace.log_likelihoods["joint"] and trace.log_likelihoods["joint"][-1] is None:

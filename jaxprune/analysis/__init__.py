@@ -1,0 +1,1 @@
+"""Looking at pruned chains: views, and (later) functional roles, attention and dynamics."""

@@ -1,0 +1,86 @@
+"""Greedy pruning (or a baseline) of a JSONL file of chains.
+
+    python -m jaxprune.experiments.prune --flagfile=experiments/demo.flags
+
+Input lines need `id`, `question`, `reasoning`, `answer` and optionally `system`; each output line keeps them and
+adds the token spans, the deletion order, per-step log-likelihoods and the pruned reasoning (see
+`jaxprune/pruning/runner.py`). Settings are checked before the model loads; reruns resume.
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
+from jaxprune.pruning.greedy import OBJECTIVES, PROXIES, PruneConfig
+from jaxprune.pruning.runner import METHODS, RunConfig
+
+_MODEL = flags.DEFINE_string("model", DEFAULT_MODEL, "Pruner: GGUF file, Hugging Face directory, hub id, or "
+                             "packaged:NAME.")
+_INPUT = flags.DEFINE_string("input", None, "JSONL chains (id, question, reasoning, answer[, system]).",
+                             required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "JSONL output; rerunning resumes it.", required=True)
+_KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Fraction of reasoning tokens to keep, in [0, 1).")
+_OBJECTIVE = flags.DEFINE_enum("objective", "joint", OBJECTIVES, "joint: log p(reasoning left, answer | prompt); "
+                               "answer: log p(answer | prompt, reasoning left).")
+_METHOD = flags.DEFINE_enum("method", "greedy", METHODS, "greedy, or a baseline.")
+_DELETIONS_PER_STEP = flags.DEFINE_integer("deletions_per_step", 1, "Approximate when > 1: delete the k best "
+                                           "candidates of each step at once.")
+_PROXY = flags.DEFINE_enum("proxy", "none", ("none",) + PROXIES, "Approximate: score exactly only the "
+                           "--proxy_top_k candidates this cheap signal proposes.")
+_PROXY_TOP_K = flags.DEFINE_integer("proxy_top_k", 16, "Candidates scored per step with --proxy.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the uniform baseline.")
+_SYSTEM_PROMPT = flags.DEFINE_string("system_prompt", GSM8K_SYSTEM_PROMPT, "System prompt for records without "
+                                     "a `system` field ('' for none).")
+_ON_INVALID = flags.DEFINE_enum("on_invalid", "skip", ("skip", "fail"), "Chains with empty reasoning, no answer, "
+                                "or too long: skip them (counted, logged) or fail.")
+_MAX_CHAINS = flags.DEFINE_integer("max_chains", None, "Prune only the first N chains.")
+_TOKEN_BUDGET = flags.DEFINE_integer("token_budget", 4096, "Tokens per scoring call (memory vs. speed).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype; bfloat16 is approximate.")
+_MESH = flags.DEFINE_string("mesh", "data=-1", "Local device mesh for a chain's candidates, e.g. data=-1.")
+_SHOW = flags.DEFINE_integer("show", 3, "Print this many pruned chains, coloured by deletion step.")
+_HTML = flags.DEFINE_string("html", None, "Also write a self-contained HTML view of the output here.")
+
+
+def main(argv):
+    del argv
+    prune = PruneConfig(keep_ratio=_KEEP_RATIO.value, objective=_OBJECTIVE.value,
+                        deletions_per_step=_DELETIONS_PER_STEP.value,
+                        proxy=None if _PROXY.value == "none" else _PROXY.value, proxy_top_k=_PROXY_TOP_K.value)
+    config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=_METHOD.value,
+                       model=_MODEL.value, seed=_SEED.value, system_prompt=_SYSTEM_PROMPT.value or None,
+                       on_invalid=_ON_INVALID.value, max_chains=_MAX_CHAINS.value)
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprune import sharding
+    from jaxprune.analysis.chain_view import html_view, terminal_view
+    from jaxprune.checkpoints import load_model
+    from jaxprune.data.records import read_chains, read_jsonl
+    from jaxprune.pruning.runner import prune_dataset
+
+    read_chains(config.input)  # malformed input fails here, before the model loads
+    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+    model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value))
+    if tokenizer is None:
+        raise app.UsageError(f"--model={config.model}: no tokenizer files next to the model")
+    counts = prune_dataset(config, model, tokenizer, token_budget=_TOKEN_BUDGET.value,
+                           mesh=mesh if mesh.size > 1 else None)
+    logging.info("done: %s", counts)
+    if jax.process_index() != 0:
+        return
+    records = [record for _, record in read_jsonl(config.output)]
+    for record in records[: _SHOW.value]:
+        print(terminal_view(record, tokenizer))
+    if _HTML.value:
+        os.makedirs(os.path.dirname(os.path.abspath(_HTML.value)), exist_ok=True)
+        with open(_HTML.value + ".tmp", "w", encoding="utf-8") as f:
+            f.write(html_view(records, tokenizer))
+        os.replace(_HTML.value + ".tmp", _HTML.value)
+        print(f"HTML view: {_HTML.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

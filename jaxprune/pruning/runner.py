@@ -1,0 +1,180 @@
+"""Prunes a JSONL file of chains: validation first, then chains split across processes, progress, resume, merge.
+
+Each process takes every `process_count`-th chain and appends finished records to its own part file (fsync'd, so a
+kill loses at most the chain in flight; a rerun skips the ids already written). When every process is done, process
+0 merges the parts into `output` in input order. With one process the output is written directly.
+
+An input record that already carries a greedy `deletion_order` (an earlier output) is resumed from it: its
+deletions are replayed and only the missing ones computed, so a run to keep ratio 0.5 can extend one to 0.7.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+from absl import logging
+from tqdm import tqdm
+
+from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT, TokenSplit, split_chain
+from jaxprune.data.records import JsonlAppender, RecordError, read_chains, read_jsonl, write_jsonl_atomic
+from jaxprune.pruning.baselines import BASELINES, baseline_trace
+from jaxprune.pruning.greedy import PruneConfig, PruneTrace, deletions_for, greedy_prune
+from jaxprune.pruning.scoring import Scorer
+
+METHODS = ("greedy",) + BASELINES
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    input: str
+    output: str
+    prune: PruneConfig
+    method: str = "greedy"
+    model: str = ""                      # recorded as `pruner` in the output
+    seed: int = 0
+    system_prompt: str | None = GSM8K_SYSTEM_PROMPT  # used when a record has no `system`
+    on_invalid: str = "skip"             # or "fail": chains that cannot be pruned
+    max_chains: int | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.on_invalid not in ("skip", "fail"):
+            raise ValueError(f"on_invalid must be 'skip' or 'fail', got {self.on_invalid!r}")
+        if os.path.abspath(self.input) == os.path.abspath(self.output):
+            raise ValueError("--output must differ from --input")
+
+
+class SkippedChain(Exception):
+    """A chain that cannot be pruned; the message is the counted reason."""
+
+
+def _split(record: dict[str, Any], tokenizer, config: RunConfig, max_length: int) -> TokenSplit:
+    split = split_chain(tokenizer, record["question"], record["reasoning"], record["answer"],
+                        record.get("system", config.system_prompt))
+    if not split.reasoning:
+        raise SkippedChain("empty reasoning")
+    if not record["answer"].strip():
+        raise SkippedChain("no answer")
+    if len(split.prompt) + len(split.reasoning) + len(split.answer) > max_length:
+        raise SkippedChain("longer than the model's maximum length")
+    return split
+
+
+def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, where: str) -> PruneTrace | None:
+    """The greedy progress an input record already carries, cut to the requested keep ratio."""
+    if config.method != "greedy" or "deletion_order" not in record:
+        return None
+    for field, expected in (("method", "greedy"), ("objective", config.prune.objective)):
+        if record.get(field) != expected:
+            raise RecordError(f"{where}: field '{field}'={record.get(field)!r} cannot be extended by a "
+                              f"{expected!r} run")
+    if record.get("pruning_mode", {}) != _mode(config.prune):
+        raise RecordError(f"{where}: field 'pruning_mode' differs from this run's settings; cannot extend")
+    if list(record.get("reasoning_token_ids", [])) != list(split.reasoning):
+        raise RecordError(f"{where}: field 'reasoning_token_ids' does not match this tokenizer; cannot extend")
+    keep = deletions_for(len(split.reasoning), config.prune.keep_ratio)
+    steps = record["step_log_likelihoods"]
+    return PruneTrace(list(record["deletion_order"])[:keep], {k: list(v)[:keep] for k, v in steps.items()},
+                      dict(record["original_log_likelihoods"]))
+
+
+def _mode(prune: PruneConfig) -> dict[str, Any]:
+    if prune.is_exact:
+        return {}
+    mode: dict[str, Any] = {"deletions_per_step": prune.deletions_per_step}
+    if prune.proxy is not None:
+        mode.update(proxy=prune.proxy, proxy_top_k=prune.proxy_top_k)
+    return mode
+
+
+def pruned_record(record: dict[str, Any], split: TokenSplit, trace: PruneTrace, tokenizer,
+                  config: RunConfig) -> dict[str, Any]:
+    """The input record plus everything the pruning produced."""
+    deleted = set(trace.deletion_order)
+    kept = [token for i, token in enumerate(split.reasoning) if i not in deleted]
+    out = dict(record)
+    out.update(
+        prompt_token_ids=list(split.prompt),
+        reasoning_token_ids=list(split.reasoning),
+        answer_token_ids=list(split.answer),
+        method=config.method,
+        objective=config.prune.objective,
+        pruning_mode=_mode(config.prune),
+        pruner=config.model,
+        keep_ratio=config.prune.keep_ratio,
+        deletion_order=trace.deletion_order,
+        step_log_likelihoods=trace.log_likelihoods,
+        original_log_likelihoods=trace.original,
+        pruned_reasoning=tokenizer.decode(kept),
+        achieved_keep_ratio=len(kept) / len(split.reasoning),
+    )
+    if config.method == "uniform":
+        out["seed"] = config.seed
+    return out
+
+
+def _part_path(output: str, index: int, count: int) -> str:
+    return f"{output}.part-{index:05d}-of-{count:05d}"
+
+
+def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 4096, mesh=None) -> dict[str, int]:
+    """Prunes every chain of `config.input` into `config.output`; returns counts of done and skipped chains."""
+    chains = read_chains(config.input)[: config.max_chains]
+    index, count = jax.process_index(), jax.process_count()
+    path = config.output if count == 1 else _part_path(config.output, index, count)
+    scorer = Scorer(model, token_budget=token_budget, mesh=mesh)
+    max_length = model.config.max_position_embeddings
+    counts: collections.Counter = collections.Counter()
+    with JsonlAppender(path) as appender:
+        mine = [(where, r) for n, (where, r) in enumerate(chains) if n % count == index]
+        todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
+        counts["already done"] = len(mine) - len(todo)
+        steps_done, started = 0, time.perf_counter()
+        progress = tqdm(todo, desc=f"pruning ({config.method})", unit="chain", disable=None)
+        for where, record in progress:
+            try:
+                split = _split(record, tokenizer, config, max_length)
+            except SkippedChain as reason:
+                if config.on_invalid == "fail":
+                    raise RecordError(f"{where}: {reason}") from None
+                logging.warning("%s: skipped (%s)", where, reason)
+                counts[f"skipped: {reason}"] += 1
+                continue
+
+            def on_step(done, total):
+                progress.set_postfix(step=f"{done}/{total}",
+                                     steps_per_s=f"{(steps_done + done) / (time.perf_counter() - started):.2f}")
+
+            if config.method == "greedy":
+                trace = greedy_prune(scorer, split, config.prune, _saved_trace(record, split, config, where), on_step)
+                steps_done += len(trace.deletion_order)
+            else:
+                trace = baseline_trace(config.method, scorer, split, config.prune.keep_ratio, config.seed,
+                                       str(record["id"]))
+            appender.append(pruned_record(record, split, trace, tokenizer, config))
+            counts["pruned"] += 1
+    if count > 1:
+        _merge_parts(config, chains, count)
+    for reason, number in sorted(counts.items()):
+        logging.info("%s: %d", reason, number)
+    return dict(counts)
+
+
+def _merge_parts(config: RunConfig, chains, count: int) -> None:
+    """Process 0 writes the part files of all processes into `output`, in input order."""
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("jaxprune: all parts written")
+    if jax.process_index() == 0:
+        by_id = {}
+        for part in range(count):
+            for _, record in read_jsonl(_part_path(config.output, part, count)):
+                by_id[str(record["id"])] = record
+        write_jsonl_atomic(config.output, [by_id[str(r["id"])] for _, r in chains if str(r["id"]) in by_id])
+    multihost_utils.sync_global_devices("jaxprune: parts merged")

@@ -1,0 +1,238 @@
+"""The prune pipeline end to end on a tiny model: records, skips, resume after a kill, extend, baselines, devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprune import sharding
+from jaxprune.checkpoints import load_model, save_hf_model
+from jaxprune.data.records import RecordError
+from jaxprune.models import Llama, ModelConfig
+from jaxprune.pruning import baselines
+from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
+from jaxprune.pruning.runner import RunConfig, prune_dataset
+from jaxprune.pruning.scoring import Scorer
+
+SYSTEM = "Solve step by step."
+CHAINS = [
+    {"id": "a", "question": "Tom has 3 apples and buys 5 more. How many?", "reasoning": "3 + 5 = 8 apples.\n",
+     "answer": "#### 8"},
+    {"id": "b", "question": "Each ticket costs $6. How much do 5 tickets cost?",
+     "reasoning": "We multiply the price by the number of tickets: 5 * 6 = 30 dollars.\n", "answer": "#### 30"},
+    {"id": "c", "question": "Sara had 10 candies and ate 4. How many are left?", "reasoning": "",
+     "answer": "#### 6"},
+    {"id": "d", "question": "Ben reads 12 pages a day. How many in 4 days?", "reasoning": "12 * 4 = 48 pages.\n",
+     "answer": "  "},
+    {"id": "e", "question": "How many legs do 3 cats have?", "reasoning": "Each cat has 4 legs. " * 40,
+     "answer": "#### 12"},
+    {"id": 6, "question": "A box holds 4 pencils. How many in 3 boxes?", "system": "Be brief.",
+     "reasoning": "3 boxes * 4 pencils = 12 pencils in total.\n", "answer": "#### 12"},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smollm2):
+    """A tiny random Llama with SmolLM2's tokenizer and chat template, saved as a Hugging Face directory."""
+    config = ModelConfig(model_type="llama", vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=True)
+    directory = tmp_path_factory.mktemp("tiny")
+    save_hf_model(Llama(config, rngs=nnx.Rngs(0)), str(directory), smollm2[1])
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    return load_model(tiny_dir)
+
+
+def write_chains(path, chains=CHAINS):
+    path.write_text("".join(json.dumps(c) + "\n" for c in chains))
+    return str(path)
+
+
+def read_output(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def run(tmp_path, tiny, name="out.jsonl", **overrides):
+    settings = dict(input=write_chains(tmp_path / "chains.jsonl"), output=str(tmp_path / name),
+                    prune=PruneConfig(keep_ratio=0.5), system_prompt=SYSTEM, model="tiny")
+    settings.update(overrides)
+    counts = prune_dataset(RunConfig(**settings), *tiny)
+    return counts, read_output(settings["output"])
+
+
+def test_output_records_carry_everything_and_skips_are_counted(tmp_path, tiny):
+    counts, records = run(tmp_path, tiny)
+    assert counts == {"already done": 0, "pruned": 3, "skipped: empty reasoning": 1, "skipped: no answer": 1,
+                      "skipped: longer than the model's maximum length": 1}
+    assert [r["id"] for r in records] == ["a", "b", 6]
+    tokenizer = tiny[1]
+    for record, chain in zip(records, [CHAINS[0], CHAINS[1], CHAINS[5]]):
+        assert {k: record[k] for k in chain} == chain
+        n = len(record["reasoning_token_ids"])
+        assert record["reasoning_token_ids"] == tokenizer(chain["reasoning"], add_special_tokens=False).input_ids
+        assert tokenizer.decode(record["answer_token_ids"]).startswith(chain["answer"])
+        assert tokenizer.decode(record["answer_token_ids"]).endswith("<|im_end|>\n")
+        order = record["deletion_order"]
+        assert len(order) == deletions_for(n, 0.5) and len(set(order)) == len(order)
+        assert all(0 <= i < n for i in order)
+        kept = [t for i, t in enumerate(record["reasoning_token_ids"]) if i not in set(order)]
+        assert record["pruned_reasoning"] == tokenizer.decode(kept)
+        assert record["achieved_keep_ratio"] == pytest.approx(len(kept) / n)
+        assert len(record["step_log_likelihoods"]["joint"]) == len(order)
+        assert record["step_log_likelihoods"]["joint"][0] <= 0 and record["original_log_likelihoods"]["joint"] <= 0
+    system = tokenizer.decode(records[2]["prompt_token_ids"])
+    assert "Be brief." in system and SYSTEM not in system
+
+
+def test_fail_mode_names_the_chain(tmp_path, tiny):
+    with pytest.raises(RecordError, match=r"chains\.jsonl:3: empty reasoning"):
+        run(tmp_path, tiny, on_invalid="fail")
+
+
+def test_torn_output_from_a_killed_run_resumes_to_the_same_file(tmp_path, tiny):
+    _, full = run(tmp_path, tiny, name="full.jsonl")
+    text = open(tmp_path / "full.jsonl").read()
+    lines = text.splitlines(keepends=True)
+    (tmp_path / "killed.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    counts, resumed = run(tmp_path, tiny, name="killed.jsonl")
+    assert counts["already done"] == 1 and counts["pruned"] == 2
+    assert open(tmp_path / "killed.jsonl").read() == text
+
+
+def test_extending_a_saved_run_equals_a_direct_run(tmp_path, tiny):
+    _, direct = run(tmp_path, tiny, name="direct.jsonl", prune=PruneConfig(keep_ratio=0.2))
+    run(tmp_path, tiny, name="first.jsonl", prune=PruneConfig(keep_ratio=0.6))
+    _, extended = run(tmp_path, tiny, name="extended.jsonl", input=str(tmp_path / "first.jsonl"),
+                      prune=PruneConfig(keep_ratio=0.2))
+    for a, b in zip(direct, extended):
+        assert a["deletion_order"] == b["deletion_order"]
+        np.testing.assert_allclose(a["step_log_likelihoods"]["joint"], b["step_log_likelihoods"]["joint"], atol=1e-4)
+
+
+def test_extending_with_another_objective_is_refused(tmp_path, tiny):
+    run(tmp_path, tiny, name="first.jsonl")
+    with pytest.raises(RecordError, match=r"first\.jsonl:1: field 'objective'='joint' cannot be extended"):
+        run(tmp_path, tiny, name="second.jsonl", input=str(tmp_path / "first.jsonl"),
+            prune=PruneConfig(keep_ratio=0.3, objective="answer"))
+
+
+@pytest.mark.parametrize("method", ["uniform", "surprisal", "attention"])
+def test_baselines_give_valid_orders_in_the_same_format(tmp_path, tiny, method):
+    _, records = run(tmp_path, tiny, method=method)
+    for record in records:
+        n = len(record["reasoning_token_ids"])
+        assert len(record["deletion_order"]) == deletions_for(n, 0.5)
+        assert len(set(record["deletion_order"])) == len(record["deletion_order"])
+        assert record["method"] == method
+        assert record["step_log_likelihoods"]["joint"][-1] < 0
+
+
+def test_uniform_reproduces_by_seed():
+    assert baselines.uniform_order(40, seed=1, chain_id="x") == baselines.uniform_order(40, seed=1, chain_id="x")
+    assert baselines.uniform_order(40, seed=1, chain_id="x") != baselines.uniform_order(40, seed=2, chain_id="x")
+    assert sorted(baselines.uniform_order(40, seed=1, chain_id="x")) == list(range(40))
+
+
+def test_surprisal_and_attention_orders_follow_their_signals(tiny):
+    import jax.numpy as jnp
+
+    from jaxprune.data.prompts import split_chain
+    from jaxprune.models import causal_mask, positions_from_keep
+
+    model, tokenizer = tiny
+    split = split_chain(tokenizer, CHAINS[1]["question"], CHAINS[1]["reasoning"], CHAINS[1]["answer"], SYSTEM)
+    ids = jnp.asarray([split.prompt + split.reasoning + split.answer])
+    keep = jnp.ones(ids.shape, bool)
+    out = model(ids, positions_from_keep(keep), causal_mask(keep), return_attention=True)
+    log_probs = np.asarray(jax.nn.log_softmax(out.logits[0], -1))
+    start, n = len(split.prompt), len(split.reasoning)
+    token_lp = [log_probs[start + i - 1, split.reasoning[i]] for i in range(n)]
+    assert baselines.surprisal_order(Scorer(model), split) == sorted(range(n), key=lambda i: (-token_lp[i], i))
+    received = sum(np.asarray(a[0]).sum(axis=0) for a in out.attentions)  # [query, key] summed over heads
+    later = np.tril(np.ones(received.shape), -1)  # query > key
+    per_key = (received * later).sum(axis=0)[start: start + n]
+    order = baselines.attention_order(Scorer(model), split)
+    assert np.all(np.diff(per_key[order]) >= -1e-5)
+
+
+def test_candidates_spread_over_eight_devices_give_the_same_prune(tiny):
+    from jaxprune.data.prompts import split_chain
+
+    model, tokenizer = tiny
+    split = split_chain(tokenizer, CHAINS[1]["question"], CHAINS[1]["reasoning"], CHAINS[1]["answer"], SYSTEM)
+    mesh = sharding.make_mesh({"data": -1})
+    assert mesh.size == 8
+    single = greedy_prune(Scorer(model, token_budget=512), split, PruneConfig(keep_ratio=0.4))
+    spread = greedy_prune(Scorer(model, token_budget=512, mesh=mesh), split, PruneConfig(keep_ratio=0.4))
+    assert spread.deletion_order == single.deletion_order
+    np.testing.assert_allclose(spread.log_likelihoods["joint"], single.log_likelihoods["joint"], atol=1e-5)
+
+
+ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # CLI runs as a user would start it
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "jaxprune.experiments.prune", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ONE_DEVICE)
+
+
+def test_cli_reports_a_malformed_line_before_loading_the_model(tmp_path):
+    path = tmp_path / "chains.jsonl"
+    path.write_text(json.dumps(CHAINS[0]) + "\n" + json.dumps({"id": "x", "question": "q", "answer": "1"}) + "\n")
+    result = cli(f"--input={path}", f"--output={tmp_path / 'out.jsonl'}", "--model=/no/such/model")
+    assert result.returncode != 0
+    assert "chains.jsonl:2: missing field 'reasoning'" in result.stderr
+    assert "/no/such/model" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, message", [("--keep_ratio=1.5", "keep_ratio must be in [0, 1)"),
+                                           ("--objective=perplexity", "--objective")])
+def test_cli_refuses_bad_settings_before_loading_the_model(tmp_path, flag, message):
+    result = cli(f"--input={write_chains(tmp_path / 'c.jsonl')}", f"--output={tmp_path / 'o.jsonl'}",
+                 "--model=/no/such/model", flag)
+    assert result.returncode != 0 and message in result.stderr
+    assert "/no/such/model" not in result.stderr
+
+
+def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_dir):
+    chains = [dict(CHAINS[1], id=f"chain-{i}", reasoning=CHAINS[1]["reasoning"] * (1 + i % 2)) for i in range(8)]
+    source = write_chains(tmp_path / "chains.jsonl", chains)
+    args = [f"--model={tiny_dir}", f"--input={source}", "--keep_ratio=0.7", "--show=0"]
+    reference = cli(*args, f"--output={tmp_path / 'reference.jsonl'}")
+    assert reference.returncode == 0, reference.stderr
+
+    killed = tmp_path / "killed.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "jaxprune.experiments.prune", *args, f"--output={killed}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_DEVICE)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not killed.exists() or killed.read_text().count("\n") < 2):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = killed.read_text().count("\n")
+    assert 2 <= written < len(chains), "the run must be killed mid-way"
+    resumed = cli(*args, f"--output={killed}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert killed.read_text() == (tmp_path / "reference.jsonl").read_text()
+
+
+def test_demo_flagfile_runs(tmp_path):
+    """The README's demo flagfile stays valid (here cut to one chain and one deletion step)."""
+    result = cli("--flagfile=experiments/demo.flags", "--max_chains=1", "--keep_ratio=0.97",
+                 f"--output={tmp_path / 'demo.jsonl'}", f"--html={tmp_path / 'demo.html'}")
+    assert result.returncode == 0, result.stderr
+    record = read_output(tmp_path / "demo.jsonl")[0]
+    assert record["id"] == "demo-0" and len(record["deletion_order"]) == 1
+    page = (tmp_path / "demo.html").read_text()
+    assert page.startswith("<!doctype html>") and "deleted at step 1 of 1" in page
+    assert "\033[1m" in result.stdout
