@@ -29,7 +29,8 @@ from jax.sharding import Mesh
 from jaxprune import sharding as sharding_lib
 from jaxprune.models.llama import Llama, init_cache, positions_from_keep
 
-LENGTH_BUCKET = 32   # base-pass and row lengths are rounded up to a multiple of this
+LENGTH_BUCKET = 32   # base-pass lengths are rounded up to a multiple of this
+WIDTH_MULTIPLE = 16  # row widths of the packed suffixes are multiples of this
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -76,12 +77,9 @@ class PackedRows:
     candidate: np.ndarray       # which candidate (index into the step's candidate list) the query belongs to
 
 
-def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, width_multiple: int = LENGTH_BUCKET
-                  ) -> PackedRows:
-    """Packs, for each candidate c, the queries `x[c+1 : length-1]` first-fit-decreasing into rows."""
-    lengths = np.maximum(length - 2 - candidates, 0)
-    width = _round_up(int(lengths.max(initial=1)), width_multiple)
-    rows: list[list[int]] = []   # candidate indices per row
+def _first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Bins (rows) of item indices, each holding at most `width` in total; zero-length items are left out."""
+    rows: list[list[int]] = []
     free: list[int] = []
     for index in np.argsort(-lengths, kind="stable"):
         if lengths[index] == 0:
@@ -93,6 +91,37 @@ def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, width
             row = len(rows) - 1
         rows[row].append(int(index))
         free[row] -= int(lengths[index])
+    return rows
+
+
+def call_rows(rows: int, width: int, token_budget: int, row_multiple: int = 1) -> list[int]:
+    """Row counts of the kernel calls that cover `rows` rows: at most `token_budget` tokens a call, the last one
+    padded up to a bucket so that shapes repeat."""
+    cap = max(row_multiple, token_budget // width // row_multiple * row_multiple)
+    calls = []
+    while rows > 0:
+        calls.append(min(cap, _round_up(next((b for b in ROW_BUCKETS if b >= rows), rows), row_multiple)))
+        rows -= calls[-1]
+    return calls
+
+
+def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, token_budget: int = 4096,
+                  row_multiple: int = 1) -> PackedRows:
+    """Packs, for each candidate c, the queries `x[c+1 : length-1]` first-fit-decreasing into rows.
+
+    The row width is the multiple of WIDTH_MULTIPLE (between the longest suffix and twice that) whose packing
+    needs the fewest padded tokens once the rows are split into bucketed kernel calls.
+    """
+    lengths = np.maximum(length - 2 - candidates, 0)
+    longest = max(int(lengths.max(initial=1)), 1)
+    best = None
+    for width in range(_round_up(longest, WIDTH_MULTIPLE), _round_up(2 * longest, WIDTH_MULTIPLE) + 1,
+                       WIDTH_MULTIPLE):
+        packing = _first_fit_decreasing(lengths, width)
+        cost = width * sum(call_rows(len(packing), width, token_budget, row_multiple))
+        if best is None or cost < best[0]:
+            best = (cost, width, packing)
+    _, width, rows = best
     shape = (max(len(rows), 1), width)
     packed = {name: np.full(shape, fill, np.int32) for name, fill in (
         ("tokens", 0), ("positions", 0), ("visible_prefix", 0), ("segment", -1), ("targets", 0),
@@ -184,7 +213,7 @@ class Scorer:
         slots = _round_up(len(tokens), LENGTH_BUCKET)
         padded = np.zeros((1, slots), np.int32)
         padded[0, : len(tokens)] = tokens
-        self.forward_tokens += len(tokens)
+        self.forward_tokens += slots
         cache, nxt, skip, received = _base_pass(self.graphdef, self.params, jnp.asarray(padded), len(tokens),
                                                 vocab_chunk=self.vocab_chunk, with_attention=with_attention)
         return BasePass(cache, np.asarray(nxt), np.asarray(skip), None if received is None else np.asarray(received))
@@ -207,7 +236,7 @@ class Scorer:
             scores.append(before[candidates] + skip)
         reasoning, answer = scores
 
-        packed = pack_suffixes(np.asarray(tokens), length, candidates)
+        packed = pack_suffixes(np.asarray(tokens), length, candidates, self.token_budget, self.row_multiple)
         suffix_log_probs = self._run_rows(packed, base.cache)
         real = packed.candidate >= 0
         where = packed.target_position[real]
@@ -218,12 +247,9 @@ class Scorer:
     def _run_rows(self, packed: PackedRows, cache) -> np.ndarray:
         """Runs the packed rows through the suffix kernel in calls of at most `token_budget` tokens."""
         total, width = packed.tokens.shape
-        cap = max(self.row_multiple, self.token_budget // width // self.row_multiple * self.row_multiple)
         out = np.zeros((total, width), np.float64)
         start = 0
-        while start < total:
-            left = total - start
-            rows = min(cap, _round_up(next((b for b in ROW_BUCKETS if b >= left), left), self.row_multiple))
+        for rows in call_rows(total, width, self.token_budget, self.row_multiple):
             chunk = {}
             for name in ("tokens", "positions", "visible_prefix", "segment", "targets"):
                 block = getattr(packed, name)[start: start + rows]
@@ -232,7 +258,7 @@ class Scorer:
                 chunk[name] = self._place(block)
             self.forward_tokens += rows * width
             result = _suffix_pass(self.graphdef, self.params, cache, **chunk, vocab_chunk=self.vocab_chunk)
-            taken = min(rows, left)
+            taken = min(rows, total - start)
             out[start: start + taken] = np.asarray(result)[:taken]
             start += taken
         return out
