@@ -1,6 +1,10 @@
 """Greedy-pruning speed: jaxprune against the authors' method written in PyTorch, on the same model and chains.
 
-    python benchmarks/prune_speed.py [--chains=experiments/data/demo_chains.jsonl --keep_ratio=0.7]
+    python benchmarks/prune_speed.py [--chains=gsm8k --num_chains=3 --keep_ratio=0.7]
+
+Chains: `gsm8k` takes the first `--num_chains` GSM8K test problems from `../shared/data/gsm8k` whose worked solution
+is 80-160 characters, with the paper's JSON-answer system prompt (solution as reasoning, `{"answer": ...}` as the
+answer); or a chain JSONL path such as `experiments/data/demo_chains.jsonl` (SmolLM2's own chains).
 
 (a) Whole exact prunes to `--keep_ratio`. The PyTorch reference follows the authors' method: at every step, every
     candidate chain (one reasoning token physically deleted) in one batched full forward with `transformers`,
@@ -14,15 +18,36 @@
 
 import json
 import os
+import re
 import time
 
 import numpy as np
 from absl import app, flags
 
-_CHAINS = flags.DEFINE_string("chains", "experiments/data/demo_chains.jsonl", "Chains to prune (JSONL).")
+_CHAINS = flags.DEFINE_string("chains", "gsm8k", "'gsm8k' or a chain JSONL path.")
+_GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K file for --chains=gsm8k.")
+_NUM_CHAINS = flags.DEFINE_integer("num_chains", 3, "How many chains to prune.")
+_APPROX_CHAINS = flags.DEFINE_integer("approx_chains", 2, "How many of them the approximate modes (c) prune.")
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Keep ratio of the exact comparison (a, b).")
 _APPROX_KEEP_RATIO = flags.DEFINE_float("approx_keep_ratio", 0.5, "Keep ratio of the approximate modes (c).")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the PyTorch reference (a).")
+
+
+def gsm8k_chains(path, count):
+    """GSM8K problems with their worked solutions (calculator annotations removed) as reasoning."""
+    from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
+
+    chains = []
+    for line in open(path):
+        record = json.loads(line)
+        solution, gold = record["answer"].split("####")
+        reasoning = re.sub(r"<<[^>]*>>", "", solution).strip() + "\n"
+        if 80 <= len(reasoning) <= 160:
+            chains.append({"question": record["question"], "reasoning": reasoning, "system": GSM8K_SYSTEM_PROMPT,
+                           "answer": json.dumps({"answer": gold.strip()})})
+        if len(chains) == count:
+            return chains
+    return chains
 
 
 def torch_reference_prune(model, split, keep_ratio, tie_tolerance):
@@ -98,17 +123,19 @@ def main(argv):
     from jaxprune.pruning.scoring import Scorer
 
     model, tokenizer = load_model()
-    records = [json.loads(line) for line in open(_CHAINS.value)]
+    if _CHAINS.value == "gsm8k":
+        records = gsm8k_chains(_GSM8K.value, _NUM_CHAINS.value)
+    else:
+        records = [json.loads(line) for line in open(_CHAINS.value)][: _NUM_CHAINS.value]
     splits = [split_chain(tokenizer, r["question"], r["reasoning"], r["answer"], r.get("system")) for r in records]
     print(f"model=SmolLM2-135M-Instruct float32, {len(splits)} chains from {_CHAINS.value}, reasoning tokens "
           f"{[len(s.reasoning) for s in splits]}, prompt+answer tokens "
           f"{[len(s.prompt) + len(s.answer) for s in splits]}, torch threads {torch.get_num_threads()}")
 
-    def timed_prunes(config, starts=None):
+    def timed_prunes(config, chains=splits):
         scorer = Scorer(model)
         begin = time.perf_counter()
-        traces = [greedy_prune(scorer, split, config, None if starts is None else starts[i])
-                  for i, split in enumerate(splits)]
+        traces = [greedy_prune(scorer, split, config) for split in chains]
         return traces, time.perf_counter() - begin, scorer.forward_tokens
 
     exact = PruneConfig(keep_ratio=_KEEP_RATIO.value)
@@ -137,9 +164,12 @@ def main(argv):
     print(f"jaxprune, padding incl.  {our_tokens:10d}   {our_tokens / minimal:.2f}x the minimum")
     print(f"suffix-only minimum      {minimal:10d}")
 
-    print(f"\n(c) approximate modes, pruning to keep ratio {_APPROX_KEEP_RATIO.value}, against exact jaxprune")
-    timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value))  # warm-up
-    reference_traces, reference_seconds, _ = timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value))
+    approx_splits = splits[: _APPROX_CHAINS.value]
+    print(f"\n(c) approximate modes on {len(approx_splits)} chains, pruning to keep ratio {_APPROX_KEEP_RATIO.value}, "
+          "against exact jaxprune (warm runs)")
+    timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value), approx_splits)  # warm-up
+    reference_traces, reference_seconds, _ = timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value),
+                                                          approx_splits)
     print(f"{'mode':28s} {'seconds':>8s} {'speed-up':>9s} {'spearman':>9s}  kept-set overlap at 0.9/0.8/0.7/0.5")
     print(f"{'exact':28s} {reference_seconds:8.1f} {1.0:8.2f}x {1.0:9.3f}")
     modes = {"2 deletions per step": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, deletions_per_step=2),
@@ -149,12 +179,13 @@ def main(argv):
              "attention proxy, top 8": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, proxy="attention",
                                                    proxy_top_k=8)}
     for label, config in modes.items():
-        timed_prunes(config)  # warm-up: compile this mode's shapes
-        approx, approx_seconds, _ = timed_prunes(config)
+        timed_prunes(config, approx_splits)  # warm-up: compile this mode's shapes
+        approx, approx_seconds, _ = timed_prunes(config, approx_splits)
         rho = np.mean([spearman(ranks(a.deletion_order, len(s.reasoning)), ranks(e.deletion_order, len(s.reasoning)))
-                       for a, e, s in zip(approx, reference_traces, splits)])
+                       for a, e, s in zip(approx, reference_traces, approx_splits)])
         overlaps = [np.mean([kept_overlap(a.deletion_order, e.deletion_order, len(s.reasoning), r)
-                             for a, e, s in zip(approx, reference_traces, splits)]) for r in (0.9, 0.8, 0.7, 0.5)]
+                             for a, e, s in zip(approx, reference_traces, approx_splits)])
+                    for r in (0.9, 0.8, 0.7, 0.5)]
         print(f"{label:28s} {approx_seconds:8.1f} {reference_seconds / approx_seconds:8.2f}x {rho:9.3f}  "
               + " / ".join(f"{o:.2f}" for o in overlaps))
 

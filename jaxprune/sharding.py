@@ -10,7 +10,6 @@ import math
 from typing import Mapping, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -88,24 +87,9 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
     return jax.tree.map(sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def shard_state(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.State:
-    """Places every variable of `state` on `mesh` by the rules."""
-    return jax.device_put(state, state_shardings(state, mesh, rules))
-
-
 def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
     """Sharding for an input whose leading axis is the batch."""
     batch_axes = dict(rules).get("batch")
     batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
     batch_axes = tuple(a for a in batch_axes if a in mesh.shape)
     return NamedSharding(mesh, PartitionSpec(batch_axes or None, *([None] * (ndim - 1))))
-
-
-def per_device_bytes(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> int:
-    """The largest number of parameter bytes any one device holds under the rules (works on abstract states)."""
-    shardings = jax.tree.leaves(state_shardings(state, mesh, rules))
-    total = 0
-    for value, sharding in zip(jax.tree.leaves(state), shardings):
-        shard = sharding.shard_shape(value.shape)
-        total += int(np.prod(shard)) * np.dtype(value.dtype).itemsize
-    return total

@@ -32,11 +32,6 @@ def param_path(key_path) -> ParamPath:
     return tuple(names)
 
 
-def param_paths(config: ModelConfig) -> list[ParamPath]:
-    """Every parameter path of the model for `config`, in a stable order."""
-    return [path for path, _ in _variables_with_paths(nnx.state(abstract_model(config)))]
-
-
 def build_model(config: ModelConfig, tensor_for: Callable[[ParamPath], np.ndarray], *, dtype=jnp.float32,
                 mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES, source: str = "checkpoint") -> Llama:
     """A Llama whose parameters come from `tensor_for(path)` (host arrays in our `[in, out]` layout).
