@@ -48,7 +48,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
 .chain {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.8rem 1rem; margin: 1rem 0; }}
 .reasoning {{ font-family: ui-monospace, monospace; white-space: pre-wrap; line-height: 1.7; }}
 .tok {{ border-radius: 3px; }}
-.tok.gone {{ opacity: 0.25; text-decoration: line-through; }}
+.tok.gone {{ opacity: 0.45; text-decoration: line-through; }}
 .kept {{ font-weight: 600; }}
 .meta {{ color: #666; font-size: 0.9em; }}
 </style></head><body>

@@ -136,7 +136,7 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
         todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
         counts["already done"] = len(mine) - len(todo)
         steps_done, started = 0, time.perf_counter()
-        progress = tqdm(todo, desc=f"pruning ({config.method})", unit="chain", disable=None)
+        progress = tqdm(todo, desc=f"pruning ({config.method})", unit="chain", mininterval=1.0)
         for where, record in progress:
             try:
                 split = _split(record, tokenizer, config, max_length)
