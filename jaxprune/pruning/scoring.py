@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.models.llama import Llama, init_cache, positions_from_keep
@@ -198,6 +198,9 @@ class Scorer:
 
     def __init__(self, model: Llama, *, token_budget: int = 4096, vocab_chunk: int = 4096, mesh: Mesh | None = None):
         self.graphdef, self.params = nnx.split(model)
+        if mesh is not None and all(len(x.devices()) == 1 for x in jax.tree.leaves(self.params)):
+            # Candidate rows are spread over the mesh: give every device its own copy of the weights once.
+            self.params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
         self.token_budget = token_budget
         self.vocab_chunk = vocab_chunk
         self.mesh = mesh
