@@ -31,6 +31,10 @@ _PROXY = flags.DEFINE_enum("proxy", "none", ("none",) + PROXIES, "Approximate: s
                            "--proxy_top_k candidates this cheap signal proposes.")
 _PROXY_TOP_K = flags.DEFINE_integer("proxy_top_k", 16, "Candidates scored per step with --proxy.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the uniform baseline.")
+_CLASSIFIER = flags.DEFINE_string("classifier", None, "llmlingua2: token-classification model (path or hub id), "
+                                  "e.g. microsoft/llmlingua-2-xlm-roberta-large-meetingbank.")
+_LENGTH_MATCHING = flags.DEFINE_enum("length_matching", "example", ("example", "dataset"), "llmlingua2: match "
+                                     "each chain's length to greedy's, or one rate for the dataset (reference).")
 _SYSTEM_PROMPT = flags.DEFINE_string("system_prompt", GSM8K_SYSTEM_PROMPT, "System prompt for records without "
                                      "a `system` field ('' for none).")
 _ON_INVALID = flags.DEFINE_enum("on_invalid", "skip", ("skip", "fail"), "Chains with empty reasoning, no answer, "
@@ -50,7 +54,8 @@ def main(argv):
                         proxy=None if _PROXY.value == "none" else _PROXY.value, proxy_top_k=_PROXY_TOP_K.value)
     config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=_METHOD.value,
                        model=_MODEL.value, seed=_SEED.value, system_prompt=_SYSTEM_PROMPT.value or None,
-                       on_invalid=_ON_INVALID.value, max_chains=_MAX_CHAINS.value)
+                       on_invalid=_ON_INVALID.value, max_chains=_MAX_CHAINS.value, classifier=_CLASSIFIER.value,
+                       length_matching=_LENGTH_MATCHING.value)
 
     import jax
     import jax.numpy as jnp

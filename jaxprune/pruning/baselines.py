@@ -55,11 +55,9 @@ def baseline_order(method: str, scorer: Scorer, split: TokenSplit, seed: int, ch
     raise ValueError(f"unknown baseline {method!r} (known: {', '.join(BASELINES)})")
 
 
-def baseline_trace(method: str, scorer: Scorer, split: TokenSplit, keep_ratio: float, seed: int,
-                   chain_id: str) -> PruneTrace:
-    """A baseline's deletion order cut at `keep_ratio`, with the log-likelihoods of the full and the pruned chain
-    (the intermediate chains of a static order are not scored)."""
-    order = baseline_order(method, scorer, split, seed, chain_id)[: deletions_for(len(split.reasoning), keep_ratio)]
+def static_trace(scorer: Scorer, split: TokenSplit, order: list[int]) -> PruneTrace:
+    """A fixed deletion order with the log-likelihoods of the full and the pruned chain (the intermediate chains
+    of a static order are not scored)."""
     deleted = set(order)
     kept = tuple(t for i, t in enumerate(split.reasoning) if i not in deleted)
     values = []
@@ -68,4 +66,11 @@ def baseline_trace(method: str, scorer: Scorer, split: TokenSplit, keep_ratio: f
         values.append(chain_log_likelihoods(scorer.base_pass(tokens), len(tokens), len(split.prompt),
                                             len(reasoning)))
     steps = {key: [None] * (len(order) - 1) + [values[1][key]] if order else [] for key in values[1]}
-    return PruneTrace(order, steps, values[0])
+    return PruneTrace(list(order), steps, values[0])
+
+
+def baseline_trace(method: str, scorer: Scorer, split: TokenSplit, keep_ratio: float, seed: int,
+                   chain_id: str) -> PruneTrace:
+    """A baseline's deletion order cut at `keep_ratio`, scored by `static_trace`."""
+    order = baseline_order(method, scorer, split, seed, chain_id)[: deletions_for(len(split.reasoning), keep_ratio)]
+    return static_trace(scorer, split, order)

@@ -22,11 +22,13 @@ from tqdm import tqdm
 
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT, TokenSplit, split_chain
 from jaxprune.data.records import JsonlAppender, RecordError, read_chains, read_jsonl, write_jsonl_atomic
-from jaxprune.pruning.baselines import BASELINES, baseline_trace
+from jaxprune.pruning import llmlingua2
+from jaxprune.pruning.baselines import BASELINES, baseline_trace, static_trace
 from jaxprune.pruning.greedy import PruneConfig, PruneTrace, deletions_for, greedy_prune
 from jaxprune.pruning.scoring import Scorer
 
-METHODS = ("greedy",) + BASELINES
+METHODS = ("greedy",) + BASELINES + ("llmlingua2",)
+LENGTH_MATCHING = ("example", "dataset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +42,19 @@ class RunConfig:
     system_prompt: str | None = GSM8K_SYSTEM_PROMPT  # used when a record has no `system`
     on_invalid: str = "skip"             # or "fail": chains that cannot be pruned
     max_chains: int | None = None
+    classifier: str | None = None        # llmlingua2: token-classification model path or hub id
+    length_matching: str = "example"     # llmlingua2: "example" (fair) or "dataset" (the reference's rate search)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.on_invalid not in ("skip", "fail"):
             raise ValueError(f"on_invalid must be 'skip' or 'fail', got {self.on_invalid!r}")
+        if self.method == "llmlingua2" and not self.classifier:
+            raise ValueError("method 'llmlingua2' needs a classifier model (--classifier)")
+        if self.length_matching not in LENGTH_MATCHING:
+            raise ValueError(f"length_matching must be one of {', '.join(LENGTH_MATCHING)}, "
+                             f"got {self.length_matching!r}")
         if os.path.abspath(self.input) == os.path.abspath(self.output):
             raise ValueError("--output must differ from --input")
 
@@ -116,7 +125,44 @@ def pruned_record(record: dict[str, Any], split: TokenSplit, trace: PruneTrace, 
     )
     if config.method == "uniform":
         out["seed"] = config.seed
+    if config.method == "llmlingua2":
+        out.update(classifier=config.classifier, length_matching=config.length_matching)
     return out
+
+
+class _LinguaOrders:
+    """LLMLingua-2 deletion orders; with dataset-level length matching, one keep rate is searched over all chains
+    first (every process does the same search, so they agree)."""
+
+    def __init__(self, config: RunConfig, tokenizer, chains, max_length: int):
+        self.config, self.tokenizer = config, tokenizer
+        self.classifier = llmlingua2.KeepClassifier(config.classifier)
+        self.words: dict[str, tuple] = {}
+        self.rate = None
+        if config.length_matching == "dataset":
+            for _, record in chains:
+                try:
+                    self._words(record, _split(record, tokenizer, config, max_length))
+                except SkippedChain:
+                    continue
+            self.rate = llmlingua2.dataset_rate(list(self.words.values()), config.prune.keep_ratio)
+            logging.info("LLMLingua-2 dataset-level keep rate: %.4f", self.rate)
+
+    def _words(self, record, split: TokenSplit):
+        key = str(record["id"])
+        if key not in self.words:
+            words, word_probs = self.classifier.word_probabilities(record["reasoning"])
+            spans = llmlingua2.pruner_token_spans(self.tokenizer, record["reasoning"], split.reasoning)
+            self.words[key] = (llmlingua2.token_words(spans, words), word_probs)
+        return self.words[key]
+
+    def order(self, record, split: TokenSplit) -> list[int]:
+        token_word, word_probs = self._words(record, split)
+        order = llmlingua2.deletion_order(token_word, word_probs)
+        if self.rate is None:
+            return order[: deletions_for(len(split.reasoning), self.config.prune.keep_ratio)]
+        kept = llmlingua2.words_kept_at_rate(word_probs, self.rate)
+        return [t for t in order if token_word[t] >= 0 and token_word[t] not in kept]
 
 
 def _part_path(output: str, index: int, count: int) -> str:
@@ -131,6 +177,7 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
     scorer = Scorer(model, token_budget=token_budget, mesh=mesh)
     max_length = model.config.max_position_embeddings
     counts: collections.Counter = collections.Counter()
+    lingua = _LinguaOrders(config, tokenizer, chains, max_length) if config.method == "llmlingua2" else None
     with JsonlAppender(path) as appender:
         mine = [(where, r) for n, (where, r) in enumerate(chains) if n % count == index]
         todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
@@ -154,6 +201,8 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
             if config.method == "greedy":
                 trace = greedy_prune(scorer, split, config.prune, _saved_trace(record, split, config, where), on_step)
                 steps_done += len(trace.deletion_order)
+            elif config.method == "llmlingua2":
+                trace = static_trace(scorer, split, lingua.order(record, split))
             else:
                 trace = baseline_trace(config.method, scorer, split, config.prune.keep_ratio, config.seed,
                                        str(record["id"]))
