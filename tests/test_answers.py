@@ -20,12 +20,6 @@ GSM8K = [
 ]
 
 
-@pytest.mark.parametrize("output, gold, correct", GSM8K)
-def test_gsm8k_outputs(output, gold, correct):
-    split = split_reasoning_answer(output, "gsm8k")
-    prediction = extract_answer(split[1], "gsm8k") if split else None
-    assert is_correct(prediction, gold, "gsm8k") is correct
-
 
 def test_gsm8k_split_takes_the_last_json_answer():
     reasoning, answer = split_reasoning_answer('a {"answer": "1"} b\n{"answer": "2"}', "gsm8k")
@@ -42,26 +36,32 @@ MATH = [
 ]
 
 
-@pytest.mark.parametrize("output, gold, correct", MATH)
-def test_math_outputs(output, gold, correct):
-    split = split_reasoning_answer(output, "math")
-    prediction = extract_answer(split[1], "math") if split else None
-    assert is_correct(prediction, gold, "math") is correct
-
 
 MMLU_PRO = [
     ("Option C describes osmosis. Thus, the final answer is: C", "C", True),
     ("A and B are wrong. Therefore, the final answer is: (D).", "D", True),
     ("Thus, the final answer is: B", "J", False),
     ("I think it is A or C.", "A", False),
+    ("B looks close. Thus, the final answer is not A but C", "C", True),
 ]
 
 
-@pytest.mark.parametrize("output, gold, correct", MMLU_PRO)
-def test_mmlu_pro_outputs(output, gold, correct):
-    split = split_reasoning_answer(output, "mmlu_pro")
-    prediction = extract_answer(split[1], "mmlu_pro") if split else None
-    assert is_correct(prediction, gold, "mmlu_pro") is correct
+
+CASES = [("gsm8k", *case) for case in GSM8K] + [("math", *case) for case in MATH] + \
+        [("mmlu_pro", *case) for case in MMLU_PRO]
+
+
+@pytest.mark.parametrize("dataset, output, gold, correct", CASES)
+def test_realistic_outputs_are_judged_right(dataset, output, gold, correct):
+    split = split_reasoning_answer(output, dataset)
+    prediction = extract_answer(split[1], dataset) if split else None
+    assert is_correct(prediction, gold, dataset) is correct
+
+
+@pytest.mark.parametrize("answer, expected", [('{"answer": "$1,234.50 dollars"}', "1234.50"),
+                                              ('{"answer": "18.0"}', "18"), ("#### -7 apples", "-7")])
+def test_gsm8k_answers_are_normalised(answer, expected):
+    assert extract_answer(answer, "gsm8k") == expected
 
 
 def test_unknown_dataset_is_refused():

@@ -104,7 +104,8 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
     reasoning = np.asarray(split.reasoning, np.int64)
     target = deletions_for(len(reasoning), config.keep_ratio)
     trace = copy.deepcopy(start) if start else PruneTrace([], {"joint": [], "answer": [], "reasoning": []}, {})
-    remaining = [i for i in range(len(reasoning)) if i not in set(trace.deletion_order)]
+    deleted = set(trace.deletion_order)
+    remaining = [i for i in range(len(reasoning)) if i not in deleted]
     prompt_length = len(split.prompt)
     while True:
         tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
@@ -126,8 +127,9 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
         chosen = pick_best(scores.objective(config.objective), original_positions, count)
         for index in chosen:
             trace.deletion_order.append(int(original_positions[index]))
+            deleted.add(int(original_positions[index]))
             for key in trace.log_likelihoods:
                 trace.log_likelihoods[key].append(None)
-        remaining = [i for i in remaining if i not in set(trace.deletion_order)]
+        remaining = [i for i in remaining if i not in deleted]
         if on_step is not None:
             on_step(len(trace.deletion_order), target)
