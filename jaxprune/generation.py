@@ -1,21 +1,34 @@
-"""Batched decoding with the KV cache: greedy or temperature / top-p sampling, stopping at EOS or end-of-turn.
+"""Batched decoding with the KV cache and continuous batching: greedy or temperature / top-p sampling.
 
-Prompts are left-padded into a fixed buffer (length rounded up to `PROMPT_BUCKET`), so prefill and the whole decode
-loop (`lax.while_loop`) compile once per bucket and batch size, never per token.
+A `Decoder` keeps `batch_size` rows decoding together in one jitted `lax.while_loop`. When a few rows have finished
+(stop token or `max_new_tokens`), the loop returns, their tokens are handed back, and new prompts are prefilled into
+those rows while the others keep their place; so one long completion does not hold a whole batch idle, and jobs can
+be added while decoding (rejection sampling adds an attempt when one fails).
+
+Cache layout: each row has a prompt region (prompts left-padded to a length rounded up to `PROMPT_BUCKET`) and a
+ring of `max_new_tokens` slots. At decode step t every row writes at ring slot `t % max_new_tokens`, so a step is one
+in-place slice update for the whole batch, whatever step each row is at; a row's tokens occupy consecutive ring
+slots from the step it started. Attention does not care where a key sits: positions are explicit and the mask says
+which slots a row sees. Every call has one shape and compiles once.
+
+Every row draws from its own random stream (the seed folded with the job's stream ids, then with the token index),
+so a sample does not depend on which batch or row it ran in. With a mesh the rows are split over its devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Hashable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxprune.models.llama import Llama, init_cache, positions_from_keep
+from jaxprune.models.llama import KVCache, Llama, init_cache, positions_from_keep
+from jaxprune.sharding import batch_sharding, replicate_unplaced
 
 PROMPT_BUCKET = 32
 
@@ -38,8 +51,17 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def _pick(logits: jax.Array, rng: jax.Array, sampling: SamplingConfig) -> jax.Array:
-    """Next token per row from `[batch, vocab]` float32 logits."""
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One completion to generate: `prompt` token ids and the ints naming its random stream."""
+
+    key: Hashable
+    prompt: Sequence[int]
+    stream: Sequence[int]
+
+
+def _pick(logits: jax.Array, keys: jax.Array, steps: jax.Array, sampling: SamplingConfig) -> jax.Array:
+    """Next token per row from `[batch, vocab]` float32 logits; row r samples with `fold_in(keys[r], steps[r])`."""
     if sampling.temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / sampling.temperature
@@ -49,67 +71,182 @@ def _pick(logits: jax.Array, rng: jax.Array, sampling: SamplingConfig) -> jax.Ar
         before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted entry
         cutoff = jnp.min(jnp.where(before < sampling.top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits >= cutoff, logits, -jnp.inf)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, steps)
+    return jax.vmap(jax.random.categorical)(step_keys, logits).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"))
-def _generate(graphdef, params, tokens, valid, rng, *, sampling: SamplingConfig):
-    """Prefill `tokens` `[batch, prompt]` (left-padded, `valid` marks real tokens), then decode into a fixed buffer."""
-    model: Llama = nnx.merge(graphdef, params)
-    batch, prompt_length = tokens.shape
-    slots = prompt_length + sampling.max_new_tokens
-    slot_ids = jnp.arange(slots)
-    key_valid = jnp.zeros((batch, slots), bool).at[:, :prompt_length].set(valid)
-    dtype = model.embed_tokens[...].dtype
-    cache = init_cache(model.config, batch, slots, dtype)
-    prefill_mask = (slot_ids[None, None, :] <= jnp.arange(prompt_length)[None, :, None]) & key_valid[:, None, :]
-    positions = positions_from_keep(valid)
-    hidden, cache, _ = model.hidden_states(tokens, positions, prefill_mask, cache=cache, cache_index=0)
+class RowState(NamedTuple):
+    """Decoding state: the global step `t`, and per row its cache, visible cache slots, last token and its
+    position, tokens generated so far, whether it is finished, its output ring, the step it started and its key."""
+
+    t: jax.Array          # [] int32
+    cache: KVCache
+    key_valid: jax.Array  # [batch, slots] bool
+    last: jax.Array       # [batch] int32
+    position: jax.Array   # [batch] int32
+    steps: jax.Array      # [batch] int32
+    done: jax.Array       # [batch] bool
+    out: jax.Array        # [batch, max_new_tokens] int32: token i of a row at ring slot (start + i) % max_new_tokens
+    start: jax.Array      # [batch] int32
+    keys: jax.Array       # [batch] PRNG keys
+
+
+def _finished(token, steps, sampling: SamplingConfig):
     stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
+    return jnp.isin(token, stop_ids) | (steps >= sampling.max_new_tokens)
 
-    rng, step_rng = jax.random.split(rng)
-    first = _pick(model.logits(hidden[:, -1]), step_rng, sampling)
-    out = jnp.zeros((batch, sampling.max_new_tokens), jnp.int32).at[:, 0].set(first)
-    state = (cache, key_valid, first, positions[:, -1] + 1, jnp.int32(1), jnp.isin(first, stop_ids), out, rng)
 
-    def not_finished(state):
-        *_, step, done, _, _ = state
-        return (step < sampling.max_new_tokens) & ~jnp.all(done)
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("state",))
+def _prefill_rows(graphdef, params, state: RowState, rows, tokens, valid, keys, *, sampling: SamplingConfig):
+    """Starts new prompts `tokens` `[n, prompt]` (left-padded, `valid` marks real tokens) in `rows` `[n]` of the
+    state; a row index >= batch is padding and dropped. Each row's whole cache is rewritten."""
+    model: Llama = nnx.merge(graphdef, params)
+    count, prompt_length = tokens.shape
+    ring = sampling.max_new_tokens
+    slots = state.key_valid.shape[1]
+    key_valid = jnp.zeros((count, slots), bool).at[:, :prompt_length].set(valid)
+    mask = (jnp.arange(slots)[None, None, :] <= jnp.arange(prompt_length)[None, :, None]) & key_valid[:, None, :]
+    positions = positions_from_keep(valid)
+    cache = init_cache(model.config, count, slots, state.cache[0].k.dtype)
+    hidden, cache, _ = model.hidden_states(tokens, positions, mask, cache=cache, cache_index=0)
+    first = _pick(model.logits(hidden[:, -1]), keys, jnp.zeros(count, jnp.int32), sampling)
+    steps = jnp.ones(count, jnp.int32)
+    out = jnp.zeros((count, ring), jnp.int32).at[:, state.t % ring].set(first)
+    put = lambda old, new: old.at[rows].set(new, mode="drop")  # noqa: E731
+    return RowState(state.t, jax.tree.map(put, state.cache, cache), put(state.key_valid, key_valid),
+                    put(state.last, first), put(state.position, positions[:, -1] + 1), put(state.steps, steps),
+                    put(state.done, _finished(first, steps, sampling)), put(state.out, out),
+                    put(state.start, jnp.full(count, state.t)), put(state.keys, keys))
 
-    def decode_step(state):
-        cache, key_valid, last, position, step, done, out, rng = state
-        slot = prompt_length + step - 1
-        key_valid = key_valid.at[:, slot].set(True)
-        hidden, cache, _ = model.hidden_states(last[:, None], position[:, None], key_valid[:, None, :],
-                                               cache=cache, cache_index=slot)
-        rng, step_rng = jax.random.split(rng)
-        token = _pick(model.logits(hidden[:, 0]), step_rng, sampling)
-        token = jnp.where(done, 0, token)
-        out = out.at[:, step].set(token)
-        return cache, key_valid, token, position + 1, step + 1, done | jnp.isin(token, stop_ids), out, rng
 
-    *_, steps, done, out, _ = jax.lax.while_loop(not_finished, decode_step, state)
-    return out, steps
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("state",))
+def _decode(graphdef, params, state: RowState, finish_count, *, sampling: SamplingConfig):
+    """Decodes every unfinished row until `finish_count` more rows have finished, or all have."""
+    model: Llama = nnx.merge(graphdef, params)
+    ring = sampling.max_new_tokens
+    prompt_length = state.key_valid.shape[1] - ring
+    done_at_entry = state.done
+
+    def keep_going(state: RowState):
+        newly_done = jnp.sum(state.done & ~done_at_entry)
+        return (newly_done < finish_count) & ~jnp.all(state.done)
+
+    def step(state: RowState):
+        slot = prompt_length + state.t % ring  # where every row's last token's keys and values go
+        key_valid = state.key_valid.at[:, slot].set(True)
+        hidden, cache, _ = model.hidden_states(state.last[:, None], state.position[:, None], key_valid[:, None, :],
+                                               cache=state.cache, cache_index=slot)
+        token = _pick(model.logits(hidden[:, 0]), state.keys, state.steps, sampling)
+        live = ~state.done
+        column = (state.t + 1) % ring
+        out = state.out.at[:, column].set(jnp.where(live, token, state.out[:, column]))
+        steps = state.steps + live
+        return RowState(state.t + 1, cache, key_valid, jnp.where(live, token, state.last), state.position + live,
+                        steps, state.done | _finished(token, steps, sampling), out, state.start, state.keys)
+
+    return jax.lax.while_loop(keep_going, step, state)
+
+
+class Decoder:
+    """Continuous-batching generation with one model and one sampling setting; see the module docstring."""
+
+    def __init__(self, model: Llama, sampling: SamplingConfig, *, batch_size: int, max_prompt_length: int,
+                 seed: int = 0, pad_id: int = 0, mesh: Mesh | None = None, refill_rows: int | None = None):
+        self.graphdef, self.params = nnx.split(model)
+        self.sampling, self.seed, self.pad_id, self.mesh = sampling, seed, pad_id, mesh
+        if mesh is not None:
+            self.params = replicate_unplaced(self.params, mesh)
+            batch_size = -(-batch_size // mesh.size) * mesh.size
+        self.batch_size = batch_size
+        self.prompt_length = -(-max_prompt_length // PROMPT_BUCKET) * PROMPT_BUCKET
+        # Prefilling costs about as much as a decode step per prompt token, so rows are refilled a few at a time.
+        self.refill_rows = refill_rows or max(1, batch_size // 8)
+        slots = self.prompt_length + sampling.max_new_tokens
+        dtype = model.embed_tokens[...].dtype
+        zeros = lambda: jnp.zeros(batch_size, jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
+        self.state = self._place(RowState(
+            jnp.int32(0), init_cache(model.config, batch_size, slots, dtype), jnp.zeros((batch_size, slots), bool),
+            zeros(), zeros(), zeros(), jnp.ones(batch_size, bool),
+            jnp.zeros((batch_size, sampling.max_new_tokens), jnp.int32), zeros(), self._keys([[0]] * batch_size)))
+
+    def _place(self, tree):
+        if self.mesh is None:
+            return tree
+        return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(self.mesh, x.ndim) if x.ndim else
+                                                     NamedSharding(self.mesh, PartitionSpec())), tree)
+
+    def _keys(self, streams: Sequence[Sequence[int]]) -> jax.Array:
+        ids = np.asarray(streams, np.uint32)
+        return jax.vmap(lambda row: functools.reduce(jax.random.fold_in, row, jax.random.key(self.seed)))(ids)
+
+    def _start(self, rows: list[int], jobs: list[Job]) -> None:
+        """Prefills `jobs` into `rows`, `refill_rows` at a time (one compiled shape; unused slots are dropped)."""
+        for start in range(0, len(jobs), self.refill_rows):
+            self._prefill(rows[start:start + self.refill_rows], jobs[start:start + self.refill_rows])
+
+    def _prefill(self, rows: list[int], jobs: list[Job]) -> None:
+        count = self.refill_rows
+        tokens = np.full((count, self.prompt_length), self.pad_id, np.int32)
+        valid = np.zeros((count, self.prompt_length), bool)
+        for row, job in enumerate(jobs):
+            if not 0 < len(job.prompt) <= self.prompt_length:
+                raise ValueError(f"prompt of job {job.key!r} has {len(job.prompt)} tokens; expected 1 to "
+                                 f"{self.prompt_length}")
+            tokens[row, self.prompt_length - len(job.prompt):] = job.prompt
+            valid[row, self.prompt_length - len(job.prompt):] = True
+        streams = [list(job.stream) for job in jobs]
+        if any(len(s) != len(streams[0]) for s in streams):
+            raise ValueError("every job's stream must have the same number of ids")
+        streams += [[0] * len(streams[0])] * (count - len(jobs))
+        row_ids = np.asarray(rows + [self.batch_size] * (count - len(jobs)), np.int32)
+        self.state = _prefill_rows(self.graphdef, self.params, self.state, jnp.asarray(row_ids), jnp.asarray(tokens),
+                                   jnp.asarray(valid), self._keys(streams), sampling=self.sampling)
+
+    def run(self, next_job: Callable[[], Job | None]) -> Iterator[tuple[Job, list[int]]]:
+        """Yields `(job, tokens)` as completions finish (tokens end with the stop token if one was hit); asks
+        `next_job()` for work whenever rows are free, until it returns None and every row is done."""
+        jobs: list[Job | None] = [None] * self.batch_size
+        while True:
+            if any(jobs):
+                done, steps, out, start = jax.device_get((self.state.done, self.state.steps, self.state.out,
+                                                          self.state.start))
+                for row, job in enumerate(jobs):
+                    if job is not None and done[row]:
+                        jobs[row] = None
+                        ring = (start[row] + np.arange(steps[row])) % self.sampling.max_new_tokens
+                        yield job, out[row, ring].tolist()
+            rows, new = [], []
+            for row in (r for r, job in enumerate(jobs) if job is None):
+                job = next_job()
+                if job is None:
+                    break
+                rows.append(row)
+                new.append(job)
+                jobs[row] = job
+            if new:
+                self._start(rows, new)
+            if not any(jobs):
+                return
+            self.state = _decode(self.graphdef, self.params, self.state, jnp.int32(self.refill_rows),
+                                 sampling=self.sampling)
 
 
 def generate(model: Llama, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int = 0,
-             pad_id: int = 0) -> list[list[int]]:
-    """Continues each prompt; a continuation ends with its stop token when it stopped before `max_new_tokens`."""
+             stream_ids: Sequence[Sequence[int]] | None = None, batch_size: int | None = None, pad_id: int = 0,
+             mesh: Mesh | None = None) -> list[list[int]]:
+    """Continues each prompt (in order); a continuation ends with its stop token when it stopped early.
+
+    `stream_ids[r]` (ints, e.g. question index and attempt; default the row index) picks prompt r's random stream.
+    `batch_size` rows decode at once (default: all prompts)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and every prompt needs at least one token")
-    length = -(-max(len(p) for p in prompts) // PROMPT_BUCKET) * PROMPT_BUCKET
-    tokens = np.full((len(prompts), length), pad_id, np.int32)
-    valid = np.zeros((len(prompts), length), bool)
-    for row, prompt in enumerate(prompts):
-        tokens[row, length - len(prompt):] = prompt
-        valid[row, length - len(prompt):] = True
-    graphdef, params = nnx.split(model)
-    out, steps = _generate(graphdef, params, jnp.asarray(tokens), jnp.asarray(valid), jax.random.key(seed),
-                           sampling=sampling)
-    out = np.asarray(out)[:, : int(steps)]
-    stops = set(sampling.stop_token_ids)
-    results = []
-    for row in out.tolist():
-        end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
-        results.append(row[:end])
+    streams = stream_ids if stream_ids is not None else [[r] for r in range(len(prompts))]
+    if len(streams) != len(prompts):
+        raise ValueError(f"stream_ids must hold one sequence of ints per prompt, got {len(streams)}")
+    decoder = Decoder(model, sampling, batch_size=batch_size or len(prompts),
+                      max_prompt_length=max(len(p) for p in prompts), seed=seed, pad_id=pad_id, mesh=mesh)
+    queue = iter([Job(r, prompt, stream) for r, (prompt, stream) in enumerate(zip(prompts, streams))])
+    results: list[list[int]] = [[] for _ in prompts]
+    for job, tokens in decoder.run(lambda: next(queue, None)):
+        results[job.key] = tokens
     return results

@@ -93,3 +93,11 @@ def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
     batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
     batch_axes = tuple(a for a in batch_axes if a in mesh.shape)
     return NamedSharding(mesh, PartitionSpec(batch_axes or None, *([None] * (ndim - 1))))
+
+
+def replicate_unplaced(params, mesh: Mesh):
+    """Weights loaded onto one device get a copy on every device of `mesh` (for batch-parallel work); weights that
+    were loaded sharded stay as they are."""
+    if all(len(x.devices()) == 1 for x in jax.tree.leaves(params)):
+        return jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    return params

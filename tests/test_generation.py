@@ -1,5 +1,7 @@
 """KV-cache generation against a naive loop, batching and padding, sampling reproducibility, stopping."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,7 +78,7 @@ def test_top_p_samples_only_from_the_nucleus():
 
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
     sampling = SamplingConfig(temperature=1.0, top_p=0.7)
-    picks = {int(_pick(logits, jax.random.key(s), sampling)[0]) for s in range(200)}
+    picks = {int(_pick(logits, jax.random.key(s)[None], jnp.zeros(1, jnp.int32), sampling)[0]) for s in range(200)}
     assert picks == {0, 1}
 
 
@@ -91,3 +93,33 @@ def test_ragged_prompts_do_not_change_results(model):
     in_batch = generate(model, PROMPTS, SamplingConfig(max_new_tokens=8))[1]
     assert alone == in_batch == naive_greedy(model, PROMPTS[1], 8)
     assert np.asarray(alone).dtype.kind == "i"
+
+
+def test_a_rows_sample_depends_on_its_stream_not_on_its_batch(model):
+    """Rejection sampling resumes with other batch compositions; a sample must not change with them."""
+    sampling = SamplingConfig(max_new_tokens=12, temperature=1.0)
+    together = generate(model, PROMPTS, sampling, seed=3, stream_ids=[[0, 1], [1, 1], [2, 1]])
+    alone = generate(model, [PROMPTS[2]], sampling, seed=3, stream_ids=[[2, 1]], batch_size=4)
+    assert alone[0] == together[2]
+    other_attempt = generate(model, [PROMPTS[2]], sampling, seed=3, stream_ids=[[2, 2]])
+    assert other_attempt[0] != together[2]
+
+
+def test_batch_split_over_eight_devices_equals_one_device(model):
+    from jaxprune.sharding import make_mesh
+
+    mesh = make_mesh({"data": 8})
+    sampling = SamplingConfig(max_new_tokens=10, temperature=0.8)
+    assert generate(model, PROMPTS, sampling, seed=1, mesh=mesh) == generate(model, PROMPTS, sampling, seed=1)
+
+
+def test_rows_refilled_mid_batch_give_the_same_completions(model):
+    """Continuous batching: with 2 rows for 6 prompts, finished rows take new prompts while others decode on."""
+    prompts = PROMPTS + [[3, 4], list(range(20, 31)), [8] * 5]
+    free = naive_greedy(model, prompts[0], 12)
+    stop = free[3]  # some rows stop early, others run to max_new_tokens
+    greedy = SamplingConfig(max_new_tokens=12, stop_token_ids=(stop,))
+    assert generate(model, prompts, greedy, batch_size=2) == [naive_greedy(model, p, 12, stop=(stop,))
+                                                              for p in prompts]
+    sampled = dataclasses.replace(greedy, temperature=1.0)
+    assert generate(model, prompts, sampled, seed=4, batch_size=2) == generate(model, prompts, sampled, seed=4)

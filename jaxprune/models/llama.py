@@ -3,8 +3,8 @@
 Every forward takes explicit position ids and a boolean attention mask `[batch, query, key]`, so deleting token i
 is the same computation as masking i out of every query row and using positions `cumsum(keep) - 1`
 (`positions_from_keep`, `causal_mask`). An optional KV cache (a tuple of per-layer `LayerCache`) is written at
-`cache_index`; the mask then ranges over the cache slots. Parameters carry logical axis names (see
-`jaxprune.sharding`), kernels are stored `[in, out]`.
+`cache_index` (one slot for the batch, or one per row); the mask then ranges over the cache slots. Parameters carry
+logical axis names (see `jaxprune.sharding`), kernels are stored `[in, out]`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ MASK_VALUE = -1e30
 
 
 class LayerCache(NamedTuple):
-    """Keys and values of one layer for every cache slot: `[batch, slots, kv_heads, head_dim]`."""
+    """Keys and values of one layer for every cache slot: `[batch, kv_heads, slots, head_dim]` (heads before slots,
+    so attending to the cache reads it as stored; the other order made XLA transpose the whole cache every step)."""
 
     k: jax.Array
     v: jax.Array
@@ -109,29 +110,50 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if cache is not None:
-            k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, cache_index, 0, 0))
+            k, v = _write_cache(cache.k, k, cache_index), _write_cache(cache.v, v, cache_index)
             cache = LayerCache(k, v)
-        if prefix is not None:  # keys/values shared by every row of the batch, placed before the row's own
-            k = jnp.concatenate([jnp.broadcast_to(prefix.k, (batch,) + prefix.k.shape[1:]).astype(k.dtype), k], 1)
-            v = jnp.concatenate([jnp.broadcast_to(prefix.v, (batch,) + prefix.v.shape[1:]).astype(v.dtype), v], 1)
-        k, v = k.astype(x.dtype), v.astype(x.dtype)
-        if return_attention:
-            out, probs = _attention_with_probs(q, k, v, mask)
-        else:  # the fused XLA attention: about 1.3x faster on CPU than the explicit one
-            out, probs = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None]), None
+            out, probs = _grouped_attention(q, k.astype(x.dtype), v.astype(x.dtype), mask)
+        else:
+            if prefix is not None:  # keys/values shared by every row of the batch, placed before the row's own
+                k = jnp.concatenate([_broadcast_prefix(prefix.k, batch).astype(k.dtype), k], 1)
+                v = jnp.concatenate([_broadcast_prefix(prefix.v, batch).astype(v.dtype), v], 1)
+            if return_attention:
+                out, probs = _grouped_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
+            else:  # the fused XLA attention: about 1.3x faster on CPU than the explicit one
+                out, probs = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None]), None
+        probs = probs if return_attention else None
         return self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim)), cache, probs
 
 
-def _attention_with_probs(q, k, v, mask):
-    """Grouped-query attention that also returns its probabilities `[batch, heads, query, key]` (float32)."""
+def _write_cache(cache: jax.Array, new: jax.Array, index) -> jax.Array:
+    """Writes `new` `[batch, length, kv_heads, head_dim]` into `cache` at slot `index` (in place under jit)."""
+    return jax.lax.dynamic_update_slice(cache, new.transpose(0, 2, 1, 3).astype(cache.dtype), (0, 0, index, 0))
+
+
+def _broadcast_prefix(prefix: jax.Array, batch: int) -> jax.Array:
+    """A shared `[1, kv_heads, slots, head_dim]` prefix as `[batch, slots, kv_heads, head_dim]` keys or values."""
+    prefix = prefix.transpose(0, 2, 1, 3)
+    return jnp.broadcast_to(prefix, (batch,) + prefix.shape[1:])
+
+
+def _grouped_attention(q, k, v, mask):
+    """Grouped-query attention over heads-major keys and values `[batch, kv_heads, keys, head_dim]`; returns the
+    output `[batch, query, heads, head_dim]` and the probabilities `[batch, heads, query, key]` (float32).
+
+    The queries of a KV head are folded into one `[query * group]` axis so that both products are plain batched
+    matrix products (for one-token decoding about 2x faster on CPU than XLA's fused attention)."""
     batch, length, heads, head_dim = q.shape
-    kv_heads = k.shape[2]
-    q = q.reshape(batch, length, kv_heads, heads // kv_heads, head_dim) * (head_dim ** -0.5)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE), axis=-1)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
-    return out, probs.reshape(batch, heads, length, k.shape[1])
+    kv_heads, keys = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    q = q.reshape(batch, length, kv_heads, group, head_dim).transpose(0, 2, 1, 3, 4) * (head_dim ** -0.5)
+    q = q.reshape(batch, kv_heads, length * group, head_dim)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, k, preferred_element_type=jnp.float32)
+    mask = jnp.broadcast_to(mask[:, None, :, None, :], (batch, 1, length, group, keys))
+    probs = jax.nn.softmax(jnp.where(mask.reshape(batch, 1, length * group, keys), scores, MASK_VALUE), axis=-1)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs.astype(v.dtype), v)
+    out = out.reshape(batch, kv_heads, length, group, head_dim).transpose(0, 2, 1, 3, 4)
+    probs = probs.reshape(batch, kv_heads, length, group, keys).transpose(0, 1, 3, 2, 4)
+    return out.reshape(batch, length, heads, head_dim), probs.reshape(batch, heads, length, keys)
 
 
 class MLP(nnx.Module):
@@ -260,7 +282,7 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 def init_cache(config: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> KVCache:
     """An empty KV cache with `slots` positions per sequence."""
-    shape = (batch, slots, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, slots, config.head_dim)
     return tuple(LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))
 
 

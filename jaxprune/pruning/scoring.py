@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.models.llama import Llama, init_cache, positions_from_keep
@@ -50,7 +50,7 @@ class StepScores:
 class BasePass:
     """What one forward over the current chain gives: log-probs of every token and its KV cache."""
 
-    cache: tuple                    # per layer LayerCache [1, L, kv_heads, head_dim]
+    cache: tuple                    # per layer LayerCache [1, kv_heads, L, head_dim]
     next_log_probs: np.ndarray      # [L] log p(x[t+1] | x[:t+1])
     skip_log_probs: np.ndarray      # [L] log p(x[t+2] | x[:t+1])
     attention_received: np.ndarray | None  # [L] attention each token receives, summed over layers, heads, queries
@@ -165,7 +165,7 @@ def _base_pass(graphdef, params, tokens, length, *, vocab_chunk, with_attention)
 @functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
 def _suffix_pass(graphdef, params, prefix, tokens, positions, visible_prefix, segment, targets, *, vocab_chunk):
     model: Llama = nnx.merge(graphdef, params)
-    slots, width = prefix[0].k.shape[1], tokens.shape[1]
+    slots, width = prefix[0].k.shape[2], tokens.shape[1]
     sees_prefix = jnp.arange(slots)[None, None, :] < visible_prefix[:, :, None]
     column = jnp.arange(width)
     sees_own = ((segment[:, :, None] == segment[:, None, :]) & (column[:, None] >= column[None, :])[None]
@@ -198,9 +198,8 @@ class Scorer:
 
     def __init__(self, model: Llama, *, token_budget: int = 4096, vocab_chunk: int = 4096, mesh: Mesh | None = None):
         self.graphdef, self.params = nnx.split(model)
-        if mesh is not None and all(len(x.devices()) == 1 for x in jax.tree.leaves(self.params)):
-            # Candidate rows are spread over the mesh: give every device its own copy of the weights once.
-            self.params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
+        if mesh is not None:  # candidate rows are spread over the mesh
+            self.params = sharding_lib.replicate_unplaced(self.params, mesh)
         self.token_budget = token_budget
         self.vocab_chunk = vocab_chunk
         self.mesh = mesh
