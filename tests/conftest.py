@@ -5,8 +5,15 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # CLI runs as a user would start it
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
@@ -65,3 +72,38 @@ def smollm2_torch(smollm2_path):
     directory, name = os.path.split(smollm2_path)
     return (AutoModelForCausalLM.from_pretrained(directory, gguf_file=name).eval(),
             AutoTokenizer.from_pretrained(directory, gguf_file=name))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, smollm2):
+    """A tiny random Llama with SmolLM2's tokenizer and chat template, saved as a Hugging Face directory."""
+    from flax import nnx
+
+    from jaxprune.checkpoints import save_hf_model
+    from jaxprune.models import Llama, ModelConfig
+
+    config = ModelConfig(model_type="llama", vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2,
+                         num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=True,
+                         eos_token_ids=(2,))
+    directory = tmp_path_factory.mktemp("tiny")
+    save_hf_model(Llama(config, rngs=nnx.Rngs(0)), str(directory), smollm2[1])
+    return str(directory)
+
+
+def cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs `python -m module args` as a user would (one device), capturing its output."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                          env=ONE_DEVICE)
+
+
+def kill_after_lines(module: str, args, path, lines: int) -> int:
+    """Starts `python -m module args`, kills it with SIGKILL once `path` has `lines` lines; returns the lines
+    written by then."""
+    process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=ONE_DEVICE)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < lines):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return path.read_text().count("\n")

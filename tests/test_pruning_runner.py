@@ -1,21 +1,16 @@
 """The prune pipeline end to end on a tiny model: records, skips, resume after a kill, extend, baselines, devices."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
+from conftest import cli as run_module
+from conftest import kill_after_lines
 
 from jaxprune import sharding
-from jaxprune.checkpoints import load_model, save_hf_model
+from jaxprune.checkpoints import load_model
 from jaxprune.data.records import RecordError
-from jaxprune.models import Llama, ModelConfig
 from jaxprune.pruning import baselines
 from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.runner import RunConfig, prune_dataset
@@ -36,16 +31,6 @@ CHAINS = [
     {"id": 6, "question": "A box holds 4 pencils. How many in 3 boxes?", "system": "Be brief.",
      "reasoning": "3 boxes * 4 pencils = 12 pencils in total.\n", "answer": "#### 12"},
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smollm2):
-    """A tiny random Llama with SmolLM2's tokenizer and chat template, saved as a Hugging Face directory."""
-    config = ModelConfig(model_type="llama", vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2,
-                         num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=True)
-    directory = tmp_path_factory.mktemp("tiny")
-    save_hf_model(Llama(config, rngs=nnx.Rngs(0)), str(directory), smollm2[1])
-    return str(directory)
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +163,11 @@ def test_candidates_spread_over_eight_devices_give_the_same_prune(tiny):
     np.testing.assert_allclose(spread.log_likelihoods["joint"], single.log_likelihoods["joint"], atol=1e-5)
 
 
-ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # CLI runs as a user would start it
+PRUNE = "jaxprune.experiments.prune"
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "jaxprune.experiments.prune", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ONE_DEVICE)
+def cli(*args):
+    return run_module(PRUNE, *args)
 
 
 def test_cli_reports_a_malformed_line_before_loading_the_model(tmp_path):
@@ -212,14 +196,7 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_d
     assert reference.returncode == 0, reference.stderr
 
     killed = tmp_path / "killed.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "jaxprune.experiments.prune", *args, f"--output={killed}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_DEVICE)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not killed.exists() or killed.read_text().count("\n") < 2):
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    written = killed.read_text().count("\n")
+    written = kill_after_lines(PRUNE, [*args, f"--output={killed}"], killed, lines=2)
     assert 2 <= written < len(chains), "the run must be killed mid-way"
     resumed = cli(*args, f"--output={killed}")
     assert resumed.returncode == 0, resumed.stderr

@@ -7,7 +7,6 @@ demo asks for that. A chain is kept when its first `#### <number>` line is corre
 that line and the answer is the line itself (what the small model rambles on with after it is dropped).
 """
 
-import json
 import os
 import re
 

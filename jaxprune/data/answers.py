@@ -1,7 +1,7 @@
 """Final answers: where the reasoning ends, what the answer is, and whether it is right (SPEC section 4).
 
 * GSM8K: the answer is the last JSON object `{"answer": ...}` (repaired with `json-repair` when malformed); small
-  models that write GSM8K's own `#### <number>` line instead are accepted too. The number is read through thousands
+  models that write GSM8K's own `#### <number>` line instead are accepted too (the answer is then that line). The number is read through thousands
   separators, currency signs and trailing units, then checked with `math-verify`.
 * MATH: the last `\\boxed{...}` after the last "Hence, the" / "Thus, the" / "Therefore, the" / "So, the"; checked
   with `math-verify`.
@@ -15,7 +15,7 @@ import re
 DATASETS = ("gsm8k", "math", "mmlu_pro")
 CONCLUSION_PHRASES = ("Hence, the", "Thus, the", "Therefore, the", "So, the")
 _JSON_ANSWER = re.compile(r'\{\s*"answer"\s*:')
-_HASH_ANSWER = re.compile(r"^####[^\n]*", re.MULTILINE)
+_HASH_ANSWER = re.compile(r"^####[^\n\d]*\d[^\n]*", re.MULTILINE)  # a #### line with a number
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _LETTER = re.compile(r"\b([A-J])\b")
 
@@ -26,16 +26,20 @@ def _check_dataset(dataset: str) -> None:
 
 
 def split_reasoning_answer(text: str, dataset: str) -> tuple[str, str] | None:
-    """`(reasoning, answer)` split at the dataset's answer marker (its last occurrence), or None if there is none."""
+    """`(reasoning, answer)` split at the dataset's answer marker (its last occurrence), or None if there is none.
+
+    A GSM8K `#### <number>` answer is that line alone: what a small model rambles on with after it is dropped."""
     _check_dataset(dataset)
     if dataset == "gsm8k":
-        starts = [m.start() for m in _JSON_ANSWER.finditer(text)] or [m.start() for m in _HASH_ANSWER.finditer(text)]
-    else:
-        starts = [text.rfind(phrase) for phrase in CONCLUSION_PHRASES if phrase in text]
+        json_starts = [m.start() for m in _JSON_ANSWER.finditer(text)]
+        if json_starts:
+            return text[:json_starts[-1]], text[json_starts[-1]:]
+        lines = list(_HASH_ANSWER.finditer(text))
+        return (text[:lines[-1].start()], lines[-1].group(0).rstrip()) if lines else None
+    starts = [text.rfind(phrase) for phrase in CONCLUSION_PHRASES if phrase in text]
     if not starts:
         return None
-    start = max(starts)
-    return text[:start], text[start:]
+    return text[:max(starts)], text[max(starts):]
 
 
 def _balanced_braces(text: str, open_index: int) -> str | None:

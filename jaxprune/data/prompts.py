@@ -13,6 +13,16 @@ import dataclasses
 GSM8K_SYSTEM_PROMPT = (
     "Solve the math problem step by step. After your reasoning, give the final answer on the last line as a JSON "
     'object, exactly in this format: {"answer": "<number>"}')
+# Per-dataset system prompts with the answer formats of SPEC section 4. `gsm8k_hash` asks for GSM8K's own
+# `#### <number>` line, which small models (SmolLM2-135M) follow where they ignore the JSON format.
+SYSTEM_PROMPTS = {
+    "gsm8k": GSM8K_SYSTEM_PROMPT,
+    "gsm8k_hash": "Solve the math problem step by step. Write the final answer on the last line as: #### <number>",
+    "math": ("Solve the math problem step by step. End your solution with the final answer exactly in this format: "
+             "Thus, the final answer is: \\boxed{<answer>}"),
+    "mmlu_pro": ("Answer the multiple-choice question by reasoning step by step. End your solution exactly in this "
+                 "format: Thus, the final answer is: <letter>"),
+}
 
 _REASONING_MARK = "\ue000jaxprune-reasoning\ue000"
 _ANSWER_MARK = "\ue000jaxprune-answer\ue000"

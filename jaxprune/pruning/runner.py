@@ -1,8 +1,8 @@
 """Prunes a JSONL file of chains: validation first, then chains split across processes, progress, resume, merge.
 
-Each process takes every `process_count`-th chain and appends finished records to its own part file (fsync'd, so a
-kill loses at most the chain in flight; a rerun skips the ids already written). When every process is done, process
-0 merges the parts into `output` in input order. With one process the output is written directly.
+Each process prunes its share of the chains into its part file (`jaxprune.data.process_parts`: fsync'd appends, so a
+kill loses at most the chain in flight and a rerun skips the ids already written); process 0 then merges the parts
+into `output` in input order.
 
 An input record that already carries a greedy `deletion_order` (an earlier output) is resumed from it: its
 deletions are replayed and only the missing ones computed, so a run to keep ratio 0.5 can extend one to 0.7.
@@ -16,12 +16,12 @@ import os
 import time
 from typing import Any
 
-import jax
 from absl import logging
 from tqdm import tqdm
 
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT, TokenSplit, split_chain
-from jaxprune.data.records import JsonlAppender, RecordError, read_chains, read_jsonl, write_jsonl_atomic
+from jaxprune.data.process_parts import ProcessParts
+from jaxprune.data.records import RecordError, read_chains
 from jaxprune.pruning import llmlingua2
 from jaxprune.pruning.baselines import BASELINES, baseline_trace, static_trace
 from jaxprune.pruning.greedy import PruneConfig, PruneTrace, deletions_for, greedy_prune
@@ -165,21 +165,16 @@ class _LinguaOrders:
         return [t for t in order if token_word[t] >= 0 and token_word[t] not in kept]
 
 
-def _part_path(output: str, index: int, count: int) -> str:
-    return f"{output}.part-{index:05d}-of-{count:05d}"
-
-
 def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 4096, mesh=None) -> dict[str, int]:
     """Prunes every chain of `config.input` into `config.output`; returns counts of done and skipped chains."""
     chains = read_chains(config.input)[: config.max_chains]
-    index, count = jax.process_index(), jax.process_count()
-    path = config.output if count == 1 else _part_path(config.output, index, count)
+    parts = ProcessParts(config.output)
     scorer = Scorer(model, token_budget=token_budget, mesh=mesh)
     max_length = model.config.max_position_embeddings
     counts: collections.Counter = collections.Counter()
     lingua = _LinguaOrders(config, tokenizer, chains, max_length) if config.method == "llmlingua2" else None
-    with JsonlAppender(path) as appender:
-        mine = [(where, r) for n, (where, r) in enumerate(chains) if n % count == index]
+    with parts.appender() as appender:
+        mine = parts.mine(chains)
         todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
         counts["already done"] = len(mine) - len(todo)
         steps_done, started = 0, time.perf_counter()
@@ -208,22 +203,7 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
                                        str(record["id"]))
             appender.append(pruned_record(record, split, trace, tokenizer, config))
             counts["pruned"] += 1
-    if count > 1:
-        _merge_parts(config, chains, count)
+    parts.merge([str(record["id"]) for _, record in chains])
     for reason, number in sorted(counts.items()):
         logging.info("%s: %d", reason, number)
     return dict(counts)
-
-
-def _merge_parts(config: RunConfig, chains, count: int) -> None:
-    """Process 0 writes the part files of all processes into `output`, in input order."""
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices("jaxprune: all parts written")
-    if jax.process_index() == 0:
-        by_id = {}
-        for part in range(count):
-            for _, record in read_jsonl(_part_path(config.output, part, count)):
-                by_id[str(record["id"])] = record
-        write_jsonl_atomic(config.output, [by_id[str(r["id"])] for _, r in chains if str(r["id"]) in by_id])
-    multihost_utils.sync_global_devices("jaxprune: parts merged")

@@ -1,0 +1,161 @@
+"""Question sources in one record schema: GSM8K, MATH, MMLU-Pro (hub id or local file), CHAMP, generated problems.
+
+A question record has `id` (string, unique), `dataset` (the answer format it is checked with: `gsm8k`, `math` or
+`mmlu_pro`), `question` (the full user text; MMLU-Pro options are appended as "A. ..." lines), `gold` (the final
+answer) and, when the source has one, `solution` (a worked reference solution).
+
+`source` may be:
+* a local `.jsonl` file (read line by line, so errors name the line), a `.parquet` file, or a directory holding
+  `{split}.jsonl` / `{split}.parquet`;
+* a hub id such as `openai/gsm8k`, `simplescaling/openaimath` or `TIGER-Lab/MMLU-Pro` (through `datasets`);
+* `champ` (the `champ-dataset` package: 270 competition problems, checked as MATH);
+* `generated:N`, N seeded GSM8K-style problems from `jaxprune.data.synthetic`.
+Raw records are mapped by dataset: GSM8K `question`/`answer` (gold after `####`), MATH `problem`/`solution`/`answer`
+(gold from the last `\\boxed{}` when there is no `answer`), MMLU-Pro `question`/`options`/`answer`. A record that
+already has `question` and `gold` is taken as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+from jaxprune.data.answers import DATASETS, extract_answer
+from jaxprune.data.records import RecordError, read_jsonl
+
+QUESTION_FIELDS = ("id", "dataset", "question", "gold")
+HUB_DATASETS = {"openai/gsm8k": ("gsm8k", "main"), "simplescaling/openaimath": ("math", None),
+                "TIGER-Lab/MMLU-Pro": ("mmlu_pro", None)}
+OPTION_LETTERS = "ABCDEFGHIJ"
+
+
+def infer_dataset(source: str) -> str | None:
+    """The answer format a source implies, when its name tells."""
+    if source == "champ":
+        return "math"
+    if source.startswith("generated:"):
+        return "gsm8k"
+    if source in HUB_DATASETS:
+        return HUB_DATASETS[source][0]
+    name = os.path.basename(os.path.normpath(source)).lower().replace("-", "_")
+    return next((d for d in DATASETS if d in name), "math" if "openaimath" in name else None)
+
+
+def _string(raw: dict[str, Any], field: str, where: str) -> str:
+    if field not in raw:
+        raise RecordError(f"{where}: missing field '{field}'")
+    value = raw[field]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RecordError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _normalise(raw: dict[str, Any], dataset: str, default_id: str, where: str) -> dict[str, Any]:
+    """One raw record of `dataset` as a question record."""
+    record_id = str(raw.get("id", raw.get("unique_id", raw.get("question_id", default_id))))
+    if "gold" in raw:
+        question, gold, solution = _string(raw, "question", where), _string(raw, "gold", where), raw.get("solution")
+    elif dataset == "gsm8k":
+        question, solution = _string(raw, "question", where), _string(raw, "answer", where)
+        gold = extract_answer(solution, "gsm8k")
+        if gold is None:
+            raise RecordError(f"{where}: field 'answer' has no '#### <number>' line")
+    elif dataset == "math":
+        question = _string(raw, "problem" if "problem" in raw else "question", where)
+        solution = raw.get("solution")
+        if "answer" in raw:
+            gold = _string(raw, "answer", where)
+        else:
+            gold = extract_answer(_string(raw, "solution", where), "math")
+            if gold is None:
+                raise RecordError(f"{where}: no field 'answer' and field 'solution' has no \\boxed{{}} answer")
+    else:
+        question, solution = _mmlu_question(raw, where), raw.get("cot_content") or None
+        gold = _string(raw, "answer", where).strip().upper()
+        if gold not in OPTION_LETTERS[: len(raw["options"])]:
+            raise RecordError(f"{where}: field 'answer'={gold!r} is not one of the option letters")
+    record = {"id": record_id, "dataset": dataset, "question": question, "gold": gold}
+    if solution:
+        record["solution"] = str(solution)
+    return record
+
+
+def _mmlu_question(raw: dict[str, Any], where: str) -> str:
+    options = raw.get("options")
+    if not isinstance(options, (list, tuple)) or not 2 <= len(options) <= len(OPTION_LETTERS):
+        raise RecordError(f"{where}: field 'options' must be a list of 2 to {len(OPTION_LETTERS)} strings")
+    lines = [f"{letter}. {option}" for letter, option in zip(OPTION_LETTERS, options)]
+    return _string(raw, "question", where) + "\n\nOptions:\n" + "\n".join(lines)
+
+
+def _local_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if path.endswith((".jsonl", ".json")):
+        for number, raw in read_jsonl(path):
+            yield f"{path}:{number}", raw
+    elif path.endswith(".parquet"):
+        import datasets
+
+        for number, raw in enumerate(datasets.load_dataset("parquet", data_files=path, split="train"), start=1):
+            yield f"{path}:row {number}", raw
+    else:
+        raise RecordError(f"{path}: expected a .jsonl or .parquet file")
+
+
+def _hub_rows(source: str, split: str, subset: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    import datasets
+
+    subset = subset or HUB_DATASETS.get(source, (None, None))[1]
+    for number, raw in enumerate(datasets.load_dataset(source, subset, split=split), start=1):
+        yield f"{source}[{split}]:row {number}", raw
+
+
+def _rows(source: str, split: str, subset: str | None) -> tuple[str, Iterator[tuple[str, dict[str, Any]]]]:
+    """A name for default ids (the split, or a file's stem) and the `(where, raw record)` rows."""
+    if os.path.isdir(source):
+        candidates = [os.path.join(source, f"{split}{ext}") for ext in (".jsonl", ".parquet")]
+        path = next((c for c in candidates if os.path.isfile(c)), None)
+        if path is None:
+            raise RecordError(f"{source}: no {split}.jsonl or {split}.parquet in this directory")
+        return split, _local_rows(path)
+    if os.path.exists(source) or source.endswith((".jsonl", ".json", ".parquet")):
+        return os.path.splitext(os.path.basename(source))[0], _local_rows(source)
+    return split, _hub_rows(source, split, subset)
+
+
+def load_questions(source: str, *, dataset: str | None = None, split: str = "test", subset: str | None = None,
+                   limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Reads and checks every question of `source` (the first `limit`) before any model work; ids must be unique."""
+    dataset = dataset or infer_dataset(source)
+    if dataset not in DATASETS:
+        raise ValueError(f"cannot tell the answer format of {source!r}; pass dataset= one of {', '.join(DATASETS)}")
+    if source.startswith("generated:"):
+        from jaxprune.data.synthetic import generate_problems
+
+        count = source.split(":", 1)[1]
+        if not count.isdigit():
+            raise ValueError(f"{source!r}: expected generated:<number of problems>")
+        questions = generate_problems(int(count), seed=seed)
+    elif source == "champ":
+        questions = _champ_questions()
+    else:
+        name, rows = _rows(source, split, subset)
+        questions = []
+        for index, (where, raw) in enumerate(rows):
+            if limit is not None and index >= limit:
+                break
+            questions.append((where, _normalise(raw, dataset, f"{dataset}-{name}-{index}", where)))
+        seen: dict[str, str] = {}
+        for where, record in questions:
+            if record["id"] in seen:
+                raise RecordError(f"{where}: field 'id'={record['id']!r} repeats {seen[record['id']]}")
+            seen[record["id"]] = where
+        questions = [record for _, record in questions]
+    return questions[:limit]
+
+
+def _champ_questions() -> list[dict[str, Any]]:
+    import champ_dataset
+
+    problems = champ_dataset.load("v0").problems.values()
+    return [{"id": f"champ-{p.identifier}", "dataset": "math", "question": p.text, "gold": p.answer,
+             "solution": "\n".join(step.text for step in p.solution.steps)} for p in problems]
