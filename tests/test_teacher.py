@@ -111,3 +111,21 @@ def test_filters_drop_wrong_short_and_overlong_chains_and_count_them():
                       "dropped: reasoning above the length percentile": 10, "kept": 90}
     assert filter_chains(records)[1]["kept"] == 99  # GSM8K default: 99th percentile (99.01)
     assert filter_chains(records, length_percentile=100)[1]["kept"] == 100
+
+
+def test_rows_split_over_eight_devices_give_the_same_chains(tmp_path, tiny):
+    from jaxprune.sharding import make_mesh
+
+    config = TeacherConfig(SamplingConfig(max_new_tokens=10, temperature=1.0), samples=2, batch_size=4, seed=3)
+    sample_chains(QUESTIONS, *tiny, config, None, str(tmp_path / "one.jsonl"))
+    sample_chains(QUESTIONS, *tiny, config, None, str(tmp_path / "eight.jsonl"), mesh=make_mesh({"data": 8}))
+    assert sorted(read(tmp_path / "one.jsonl"), key=str) == sorted(read(tmp_path / "eight.jsonl"), key=str)
+
+
+def test_offline_default_flagfile_runs(tmp_path):
+    """experiments/teacher_generated.flags stays valid (cut here to two problems, greedy, eight tokens)."""
+    result = generate_cli("--flagfile=experiments/teacher_generated.flags", "--source=generated:2", "--samples=1",
+                          "--temperature=0", "--max_new_tokens=8", f"--output={tmp_path / 'chains.jsonl'}")
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["id"] for r in read(tmp_path / "chains.all.jsonl")) == ["generated-0-0", "generated-0-1"]
+    assert "accuracy: " in result.stdout

@@ -1,9 +1,9 @@
 """Teacher chains by rejection sampling: up to n samples per question, keep the first whose answer is correct.
 
-Attempts flow through the decoder's rows (continuous batching): when an attempt finishes wrong and the question has
-attempts left, its next attempt is queued first; a question is done when an attempt is correct or all n are spent. Attempt
-k of the question at dataset index i always samples from the random stream (seed, i, k), so results do not depend
-on batching, on the number of processes or on where a killed run resumed. Each finished question is appended at once
+Attempts flow through the decoder's rows (continuous batching): when an attempt finishes wrong and the question
+has attempts left, its next attempt is queued first; a question is done when an attempt is correct or all n are
+spent. Attempt k of the question at dataset index i always samples from the random stream (seed, i, k), so results
+do not depend on batching, on the number of processes or on where a killed run resumed. Each finished question is appended at once
 (see `process_parts`), wrong ones included: the file of all outcomes is both the resume log and the accuracy record.
 """
 
@@ -25,7 +25,8 @@ from jaxprune.generation import Decoder, Job, SamplingConfig
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    """`samples` attempts per question at most (1 with temperature 0 for test splits); `batch_size` rows per call."""
+    """`samples` attempts per question at most (1 with temperature 0 for test splits); `batch_size` rows decoding
+    at once."""
 
     sampling: SamplingConfig
     samples: int = 10
