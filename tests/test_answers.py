@@ -16,7 +16,8 @@ GSM8K = [
     ('So 3 * 6 = 18.\n{"answer": "18"', "18", True),  # truncated JSON, repaired
     ("Tom has 3 + 5 = 8 apples.\n#### 8\nThe answer is 8.", "8", True),
     ("3 packs * 6 = 18 stickers.\n#### 17", "18", False),
-    ("6 * 30 = 180.\n#### 180\n#### 180\n####", "180", True),  # cut off mid-repetition: last line has no number
+    ("6 * 30 = 180.\n#### 180\n#### 180\n####", "180", True),  # cut off mid-repetition
+    ("6 * 30 = 180.\n#### 18\nOops, I mean\n#### 180", "180", False),  # the first answer line counts
     ("I am not sure how to solve this.", "72", False),
 ]
 
@@ -27,9 +28,9 @@ def test_gsm8k_split_takes_the_last_json_answer():
     assert reasoning == 'a {"answer": "1"} b\n' and answer == '{"answer": "2"}'
 
 
-def test_gsm8k_hash_answer_is_its_line_without_the_rambling_after_it():
-    reasoning, answer = split_reasoning_answer("3 + 5 = 8.\n#### 7\nNo wait.\n#### 8 apples \nThe end.", "gsm8k")
-    assert reasoning == "3 + 5 = 8.\n#### 7\nNo wait.\n" and answer == "#### 8 apples"
+def test_gsm8k_hash_answer_is_the_first_numbered_line_without_the_rambling_after_it():
+    reasoning, answer = split_reasoning_answer("3 + 5 = 8.\n####\n#### 8 apples \n#### 8\n#### 9", "gsm8k")
+    assert reasoning == "3 + 5 = 8.\n####\n" and answer == "#### 8 apples"
 
 
 MATH = [

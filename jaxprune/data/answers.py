@@ -1,7 +1,8 @@
 """Final answers: where the reasoning ends, what the answer is, and whether it is right (SPEC section 4).
 
 * GSM8K: the answer is the last JSON object `{"answer": ...}` (repaired with `json-repair` when malformed); small
-  models that write GSM8K's own `#### <number>` line instead are accepted too (the answer is then that line). The number is read through thousands
+  models that write GSM8K's own `#### <number>` line instead are accepted too (the answer is then the first such
+  line). The number is read through thousands
   separators, currency signs and trailing units, then checked with `math-verify`.
 * MATH: the last `\\boxed{...}` after the last "Hence, the" / "Thus, the" / "Therefore, the" / "So, the"; checked
   with `math-verify`.
@@ -28,14 +29,15 @@ def _check_dataset(dataset: str) -> None:
 def split_reasoning_answer(text: str, dataset: str) -> tuple[str, str] | None:
     """`(reasoning, answer)` split at the dataset's answer marker (its last occurrence), or None if there is none.
 
-    A GSM8K `#### <number>` answer is that line alone: what a small model rambles on with after it is dropped."""
+    A GSM8K `#### <number>` answer is the first such line alone: as in GSM8K's own solutions that line ends the
+    solution, and what a small model rambles on with after it (often the same line again and again) is dropped."""
     _check_dataset(dataset)
     if dataset == "gsm8k":
         json_starts = [m.start() for m in _JSON_ANSWER.finditer(text)]
         if json_starts:
             return text[:json_starts[-1]], text[json_starts[-1]:]
-        lines = list(_HASH_ANSWER.finditer(text))
-        return (text[:lines[-1].start()], lines[-1].group(0).rstrip()) if lines else None
+        line = _HASH_ANSWER.search(text)
+        return (text[:line.start()], line.group(0).rstrip()) if line else None
     starts = [text.rfind(phrase) for phrase in CONCLUSION_PHRASES if phrase in text]
     if not starts:
         return None
@@ -70,8 +72,8 @@ def extract_answer(answer: str, dataset: str) -> str | None:
             parsed = json_repair.loads(answer[starts[-1]:])
             value = parsed.get("answer") if isinstance(parsed, dict) else None
             return None if value is None else _number(str(value))
-        lines = _HASH_ANSWER.findall(answer)
-        return _number(lines[-1][4:]) if lines else None
+        line = _HASH_ANSWER.search(answer)
+        return _number(line.group(0)[4:]) if line else None
     if dataset == "math":
         start = answer.rfind("\\boxed{")
         return None if start < 0 else _balanced_braces(answer, start + len("\\boxed"))
