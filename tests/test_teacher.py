@@ -129,3 +129,5 @@ def test_offline_default_flagfile_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(r["id"] for r in read(tmp_path / "chains.all.jsonl")) == ["generated-0-0", "generated-0-1"]
     assert "accuracy: " in result.stdout
+    summary = json.loads((tmp_path / "chains.summary.json").read_text())
+    assert summary["questions"] == 2 and summary["source"] == "generated:2" and "filter_counts" in summary

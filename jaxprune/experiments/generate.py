@@ -3,10 +3,12 @@
     python -m jaxprune.experiments.generate --flagfile=experiments/teacher_generated.flags
 
 Every question's outcome (correct or not) goes to --all_output as soon as it is known, so a killed run resumes; the
-chains that pass the SPEC section 2 filters go to --output, which `jaxprune.experiments.prune` reads. The record
+chains that pass the SPEC section 2 filters go to --output, which `jaxprune.experiments.prune` reads; accuracy (with
+a bootstrap interval), mean reasoning tokens and the filter counts go to `<output>.summary.json`. The record
 schema is in `jaxprune/data/questions.py` (questions) and `jaxprune/data/teacher.py` (chains).
 """
 
+import json
 import os
 
 from absl import app, flags, logging
@@ -53,6 +55,7 @@ def main(argv):
     from jaxprune.data.questions import infer_dataset, load_questions
     from jaxprune.data.records import read_jsonl, write_jsonl_atomic
     from jaxprune.data.teacher import TeacherConfig, sample_chains
+    from jaxprune.evaluation import summarize
     from jaxprune.generation import SamplingConfig
 
     config = TeacherConfig(
@@ -68,6 +71,8 @@ def main(argv):
         raise app.UsageError("--all_output must differ from --output")
     questions = load_questions(_SOURCE.value, dataset=dataset, split=_SPLIT.value, subset=_SUBSET.value,
                                limit=_LIMIT.value, seed=_SEED.value)  # bad records fail here, before the model loads
+    if not questions:
+        raise app.UsageError(f"--source={_SOURCE.value}: no questions")
     logging.info("%d questions from %s (%s)", len(questions), _SOURCE.value, dataset)
 
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
@@ -80,15 +85,23 @@ def main(argv):
         return
     by_id = {str(record["id"]): record for _, record in read_jsonl(all_output)}
     records = [by_id[str(q["id"])] for q in questions if str(q["id"]) in by_id]
-    correct = sum(r["is_correct"] for r in records)
-    what = "accuracy" if config.samples == 1 else f"yield (a correct chain in {config.samples} samples)"
-    logging.info("%s: %d/%d = %.1f%%", what, correct, len(records), 100 * correct / max(len(records), 1))
-    kept, counts = filter_chains(records, min_reasoning_chars=_MIN_REASONING_CHARS.value,
-                                 length_percentile=_LENGTH_PERCENTILE.value)
-    for reason, number in sorted(counts.items()):
+    summary = dict(summarize(records), source=_SOURCE.value, split=_SPLIT.value, model=_MODEL.value,
+                   samples=config.samples, temperature=config.sampling.temperature,
+                   max_new_tokens=config.sampling.max_new_tokens, seed=config.seed)
+    kept, summary["filter_counts"] = filter_chains(records, min_reasoning_chars=_MIN_REASONING_CHARS.value,
+                                                   length_percentile=_LENGTH_PERCENTILE.value)
+    for reason, number in sorted(summary["filter_counts"].items()):
         logging.info("filter: %s: %d", reason, number)
     write_jsonl_atomic(_OUTPUT.value, kept)
-    print(f"{what}: {correct}/{len(records)}; {len(kept)} chains -> {_OUTPUT.value} (all outcomes: {all_output})")
+    summary_path = os.path.splitext(_OUTPUT.value)[0] + ".summary.json"
+    with open(summary_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(summary_path + ".tmp", summary_path)
+    what = "accuracy" if config.samples == 1 else f"yield (a correct chain in {config.samples} samples)"
+    low, high = summary["accuracy_ci95"]
+    print(f"{what}: {summary['correct']}/{len(records)} = {summary['accuracy']:.1%} (95% bootstrap interval "
+          f"{low:.1%}-{high:.1%}), mean reasoning tokens {summary['mean_reasoning_tokens']:.0f}; {len(kept)} chains "
+          f"-> {_OUTPUT.value} (all outcomes: {all_output}; summary: {summary_path})")
 
 
 if __name__ == "__main__":
