@@ -107,3 +107,20 @@ def kill_after_lines(module: str, args, path, lines: int) -> int:
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     return path.read_text().count("\n")
+
+
+def run_processes(module: str, args, count: int, timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    """Runs `count` processes of `python -m module args` as one multi-process JAX run on this machine."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    processes = [subprocess.Popen([sys.executable, "-m", module, *args, f"--coordinator_address=localhost:{port}",
+                                   f"--num_processes={count}", f"--process_id={index}"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=ONE_DEVICE) for index in range(count)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import cli as run_module
-from conftest import kill_after_lines
+from conftest import kill_after_lines, run_processes
 
 from jaxprune import sharding
 from jaxprune.checkpoints import load_model
@@ -201,6 +201,18 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_d
     resumed = cli(*args, f"--output={killed}")
     assert resumed.returncode == 0, resumed.stderr
     assert killed.read_text() == (tmp_path / "reference.jsonl").read_text()
+
+
+def test_two_processes_prune_their_shares_and_process_zero_merges(tmp_path, tiny_dir):
+    chains = [dict(CHAINS[1], id=f"chain-{i}", reasoning=CHAINS[1]["reasoning"] * (1 + i % 2)) for i in range(5)]
+    args = [f"--model={tiny_dir}", f"--input={write_chains(tmp_path / 'chains.jsonl', chains)}", "--keep_ratio=0.8",
+            "--show=0"]
+    single = cli(*args, f"--output={tmp_path / 'single.jsonl'}")
+    assert single.returncode == 0, single.stderr
+    runs = run_processes(PRUNE, [*args, f"--output={tmp_path / 'multi.jsonl'}"], count=2)
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    assert len(read_output(tmp_path / "multi.jsonl.part-00001-of-00002")) == 2
+    assert read_output(tmp_path / "multi.jsonl") == read_output(tmp_path / "single.jsonl")
 
 
 def test_demo_flagfile_runs(tmp_path):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import cli, kill_after_lines
+from conftest import cli, kill_after_lines, run_processes
 
 from jaxprune.checkpoints import load_model
 from jaxprune.data.filters import filter_chains
@@ -85,6 +85,20 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path, tiny_dir):
     assert sorted(ids) == sorted(f"generated-0-{i}" for i in range(12))  # no duplicates, no gaps
     by_id = {r["id"]: r for r in read(tmp_path / "reference.all.jsonl")}
     assert all(r == by_id[r["id"]] for r in read(killed))
+
+
+def test_two_processes_split_the_questions_and_process_zero_merges(tmp_path, tiny_dir):
+    args = [f"--model={tiny_dir}", "--source=generated:7", "--samples=2", "--max_new_tokens=12", "--batch_size=2",
+            "--temperature=1.0", "--min_reasoning_chars=0"]
+    single = generate_cli(*args, f"--output={tmp_path / 'single.jsonl'}")
+    assert single.returncode == 0, single.stderr
+    runs = run_processes(GENERATE, [*args, f"--output={tmp_path / 'multi.jsonl'}"], count=2)
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
+    parts = [read(tmp_path / f"multi.all.jsonl.part-0000{i}-of-00002") for i in range(2)]
+    assert [len(part) for part in parts] == [4, 3]  # questions 0, 2, 4, 6 and 1, 3, 5
+    merged = read(tmp_path / "multi.all.jsonl")
+    assert [r["id"] for r in merged] == [f"generated-0-{i}" for i in range(7)]  # in question order
+    assert merged == sorted(read(tmp_path / "single.all.jsonl"), key=lambda r: int(r["id"].rsplit("-", 1)[1]))
 
 
 def test_cli_names_a_malformed_question_before_loading_the_model(tmp_path):

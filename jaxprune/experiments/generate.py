@@ -13,6 +13,7 @@ import os
 
 from absl import app, flags, logging
 
+from jaxprune import distributed
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.data.answers import DATASETS
 from jaxprune.data.prompts import SYSTEM_PROMPTS
@@ -74,6 +75,8 @@ def main(argv):
     if not questions:
         raise app.UsageError(f"--source={_SOURCE.value}: no questions")
     logging.info("%d questions from %s (%s)", len(questions), _SOURCE.value, dataset)
+
+    distributed.initialize()
 
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
     model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))

@@ -11,6 +11,7 @@ import os
 
 from absl import app, flags, logging
 
+from jaxprune import distributed
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
 from jaxprune.pruning.greedy import OBJECTIVES, PROXIES, PruneConfig
@@ -67,6 +68,7 @@ def main(argv):
     from jaxprune.pruning.runner import prune_dataset
 
     read_chains(config.input)  # malformed input fails here, before the model loads
+    distributed.initialize()
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
     model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value))
     if tokenizer is None:

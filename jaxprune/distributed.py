@@ -1,0 +1,28 @@
+"""Joining a multi-process run (`jax.distributed`) from command-line flags, for every experiment entry point.
+
+Each process works on its own share of the data with its local devices and writes its own part file; process 0
+merges them (`jaxprune.data.process_parts`). Start one process per host with the same `--coordinator_address` and
+`--num_processes` and its own `--process_id`; on TPU pods and SLURM clusters `--coordinator_address=auto` lets JAX
+find all three. On CPU the processes talk through gloo.
+"""
+
+from absl import flags
+
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 to run as one of several "
+                                   "processes ('auto' on TPU pods and SLURM); unset: a single process.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to --num_processes - 1.")
+
+
+def initialize() -> None:
+    """Joins the run the flags describe (before any other JAX work); does nothing for a single process."""
+    if _COORDINATOR.value is None:
+        return
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if _COORDINATOR.value == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
