@@ -1,0 +1,1 @@
+"""Student distillation on pruned chains (SPEC section 5)."""

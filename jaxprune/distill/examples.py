@@ -1,0 +1,49 @@
+"""Student training examples: a chain at a chosen keep ratio as token ids with a loss mask.
+
+The student learns `system + question -> pruned reasoning + answer` (SPEC section 5). The pruner's kept reasoning
+tokens are decoded to text (the student may use another tokenizer); the chat is rendered with the student's
+template, and only the assistant turn (reasoning, answer and the template's end-of-turn tokens) carries loss.
+Any keep ratio at or above the one a chain was pruned to is a prefix of its deletion order; keep ratio 1 is the
+unpruned chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxprune.data.prompts import split_chain
+from jaxprune.data.records import RecordError
+from jaxprune.pruning.greedy import deletions_for
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """`tokens` of the whole rendered chat; `loss_mask[i]` says whether token i is a training target (predicted
+    from tokens before it): true exactly on the assistant turn."""
+
+    tokens: np.ndarray     # [length] int32
+    loss_mask: np.ndarray  # [length] bool
+
+
+def reasoning_at(record: dict[str, Any], pruner_tokenizer, keep_ratio: float) -> str:
+    """The chain's reasoning text with its first `N - int(N * keep_ratio)` deletions applied."""
+    if keep_ratio >= 1:
+        return record["reasoning"]
+    ids, order = record["reasoning_token_ids"], record["deletion_order"]
+    deletions = deletions_for(len(ids), keep_ratio)
+    if deletions > len(order):
+        raise RecordError(f"chain {record['id']!r}: pruned to keep ratio {record.get('keep_ratio')} only "
+                          f"({len(order)} deletions); keep ratio {keep_ratio} needs {deletions}")
+    deleted = set(order[:deletions])
+    return pruner_tokenizer.decode([token for i, token in enumerate(ids) if i not in deleted])
+
+
+def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) -> Example:
+    """The chat `system + question -> reasoning + answer` in the student's template, loss on the assistant turn."""
+    split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"))
+    target = len(split.reasoning) + len(split.answer)
+    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    return Example(tokens, np.concatenate([np.zeros(len(split.prompt), bool), np.ones(target, bool)]))

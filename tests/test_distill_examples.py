@@ -1,0 +1,50 @@
+"""Student examples: pruned reasoning at any keep ratio the chain allows, and loss on the assistant turn only."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxprune.checkpoints import load_model
+from jaxprune.data.records import RecordError
+from jaxprune.distill.examples import reasoning_at, training_example
+from jaxprune.pruning.greedy import PruneConfig
+from jaxprune.pruning.runner import RunConfig, prune_dataset
+
+CHAIN = {"id": "c1", "question": "Each ticket costs $6. How much do 5 tickets cost?", "system": "Be brief.",
+         "reasoning": "We multiply the price by the number of tickets: 5 * 6 = 30 dollars.\n", "answer": "#### 30"}
+
+
+@pytest.fixture(scope="module")
+def pruned(tiny_dir, tmp_path_factory):
+    """CHAIN pruned to keep 0.5 by the prune runner (uniform baseline, tiny model), and the tokenizer."""
+    directory = tmp_path_factory.mktemp("distill")
+    (directory / "chains.jsonl").write_text(json.dumps(CHAIN) + "\n")
+    model, tokenizer = load_model(tiny_dir)
+    config = RunConfig(input=str(directory / "chains.jsonl"), output=str(directory / "pruned.jsonl"),
+                       prune=PruneConfig(keep_ratio=0.5), method="uniform")
+    prune_dataset(config, model, tokenizer)
+    return json.loads((directory / "pruned.jsonl").read_text()), tokenizer
+
+
+def test_reasoning_at_the_pruned_ratio_is_the_runners_pruned_text(pruned):
+    record, tokenizer = pruned
+    assert reasoning_at(record, tokenizer, 0.5) == record["pruned_reasoning"] != CHAIN["reasoning"]
+    assert reasoning_at(record, tokenizer, 1.0) == CHAIN["reasoning"]
+    milder = reasoning_at(record, tokenizer, 0.8)
+    assert len(tokenizer(record["pruned_reasoning"]).input_ids) < len(tokenizer(milder).input_ids)
+    with pytest.raises(RecordError, match="chain 'c1': pruned to keep ratio 0.5 only"):
+        reasoning_at(record, tokenizer, 0.3)
+
+
+def test_only_the_assistant_turn_carries_loss(pruned):
+    record, tokenizer = pruned
+    example = training_example(tokenizer, record, record["pruned_reasoning"])
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": CHAIN["question"]},
+         {"role": "assistant", "content": record["pruned_reasoning"] + CHAIN["answer"]}], tokenize=False)
+    assert tokenizer.decode(example.tokens.tolist()) == rendered
+    prompt = tokenizer.decode(example.tokens[~example.loss_mask].tolist())
+    assert rendered.startswith(prompt) and prompt.endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(example.tokens[example.loss_mask].tolist()) == rendered[len(prompt):]
+    assert np.all(example.loss_mask[np.argmax(example.loss_mask):])  # one contiguous assistant span at the end
