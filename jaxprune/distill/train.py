@@ -1,0 +1,125 @@
+"""Supervised fine-tuning of a student on chat examples: loss on the assistant turn, AdamW, resumable with orbax.
+
+Batches are fixed-shape (`max_length`, right padding), so one compiled step serves the whole run. The example order
+is a seeded permutation per epoch, so the data position is just the number of examples seen: the checkpoint stores
+it with the parameters, the optimizer state and the step, and a run stopped at any checkpoint continues to the same
+parameters as an uninterrupted one. The learning rate warms up linearly, then decays on a cosine; gradients can be
+accumulated over several batches (`optax.MultiSteps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxprune.distill.examples import Example
+from jaxprune.models.llama import Llama, causal_mask, positions_from_keep
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`steps` batches of `batch_size` examples; the optimizer updates every `accumulation` batches."""
+
+    steps: int
+    batch_size: int = 8
+    max_length: int = 512
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    accumulation: int = 1
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        for field in ("steps", "batch_size", "max_length", "accumulation", "checkpoint_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    updates = max(config.steps // config.accumulation, 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(config.warmup_steps, updates - 1),
+                                                  updates)
+    optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    return optax.MultiSteps(optimizer, config.accumulation) if config.accumulation > 1 else optimizer
+
+
+def example_indices(position: int, count: int, total: int, seed: int) -> np.ndarray:
+    """Indices of the examples at data positions `position .. position + count` of an endless stream of seeded
+    per-epoch permutations of `total` examples."""
+    positions = np.arange(position, position + count)
+    epochs, offsets = positions // total, positions % total
+    return np.asarray([np.random.default_rng([seed, epoch]).permutation(total)[offset]
+                       for epoch, offset in zip(epochs, offsets)])
+
+
+def make_batch(examples: Sequence[Example], indices: np.ndarray, max_length: int, pad_id: int = 0):
+    """Right-padded `tokens`, `loss_mask` and `valid` arrays `[batch, max_length]`; longer examples are cut."""
+    tokens = np.full((len(indices), max_length), pad_id, np.int32)
+    loss_mask = np.zeros((len(indices), max_length), bool)
+    valid = np.zeros((len(indices), max_length), bool)
+    for row, index in enumerate(indices):
+        example = examples[index]
+        length = min(len(example.tokens), max_length)
+        tokens[row, :length] = example.tokens[:length]
+        loss_mask[row, :length] = example.loss_mask[:length]
+        valid[row, :length] = True
+    return tokens, loss_mask, valid
+
+
+def masked_loss(model: Llama, tokens, loss_mask, valid) -> jax.Array:
+    """Mean negative log-likelihood of the target tokens (`loss_mask`), each predicted from the tokens before it."""
+    hidden, _, _ = model.hidden_states(tokens, positions_from_keep(valid), causal_mask(valid))
+    log_probs = model.token_log_probs(hidden[:, :-1], tokens[:, 1:, None])[..., 0]
+    weights = loss_mask[:, 1:].astype(jnp.float32)
+    return -jnp.sum(log_probs * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer"), donate_argnames=("params", "opt_state"))
+def _train_step(graphdef, params, opt_state, tokens, loss_mask, valid, *, optimizer):
+    loss, grads = jax.value_and_grad(lambda p: masked_loss(nnx.merge(graphdef, p), tokens, loss_mask, valid))(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkpoint_dir: str, *, pad_id: int = 0,
+          on_step: Callable[[int, float], None] | None = None) -> Llama:
+    """Trains `model` for `config.steps` batches, resuming from the newest checkpoint in `checkpoint_dir`."""
+    import orbax.checkpoint as ocp
+
+    graphdef, params = nnx.split(model)
+    optimizer = make_optimizer(config)
+    opt_state = optimizer.init(params)
+    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(
+        save_interval_steps=config.checkpoint_every, max_to_keep=2))
+    step = 0
+    if manager.latest_step() is not None:
+        step = manager.latest_step()
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore({"params": params, "opt_state": opt_state}), data=ocp.args.JsonRestore()))
+        params, opt_state = restored.state["params"], restored.state["opt_state"]
+        if restored.data["examples_seen"] != step * config.batch_size:
+            raise ValueError(f"{checkpoint_dir}: checkpoint at step {step} was written with another batch size")
+    while step < config.steps:
+        indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
+        batch = make_batch(examples, indices, config.max_length, pad_id)
+        params, opt_state, loss = _train_step(graphdef, params, opt_state, *map(jnp.asarray, batch),
+                                              optimizer=optimizer)
+        step += 1
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+            data=ocp.args.JsonSave({"step": step, "examples_seen": step * config.batch_size})),
+            force=step == config.steps)
+        if on_step is not None:
+            on_step(step, float(loss))
+    manager.wait_until_finished()
+    manager.close()
+    return nnx.merge(graphdef, params)

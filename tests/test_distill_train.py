@@ -1,0 +1,83 @@
+"""Student SFT: the loss against a naive log-softmax reference, learning, the data order, and stop / resume."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprune.distill.examples import Example
+from jaxprune.distill.train import TrainConfig, example_indices, make_batch, masked_loss, train
+from jaxprune.models import Llama, ModelConfig, causal_mask, positions_from_keep
+
+CONFIG = ModelConfig(model_type="llama", vocab_size=50, hidden_size=32, intermediate_size=64, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=8)
+
+
+def examples(count=6, seed=0):
+    """Prompts of random tokens; the assistant turn repeats a fixed pattern a model can learn."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        prompt = rng.integers(3, 50, rng.integers(3, 8))
+        answer = np.asarray([7, 8, 9, 10, 11, 2])
+        out.append(Example(np.concatenate([prompt, answer]).astype(np.int32),
+                           np.concatenate([np.zeros(len(prompt), bool), np.ones(len(answer), bool)])))
+    return out
+
+
+def test_loss_is_the_mean_nll_of_assistant_tokens_only():
+    model = Llama(CONFIG, rngs=nnx.Rngs(0))
+    data = examples()
+    tokens, loss_mask, valid = make_batch(data, np.arange(4), max_length=16)
+    reference = []
+    for row in range(4):
+        example = data[row]
+        ids = jnp.asarray(example.tokens)[None]
+        keep = jnp.ones(ids.shape, bool)
+        logits = model(ids, positions_from_keep(keep), causal_mask(keep)).logits[0]
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        reference += [float(log_probs[i - 1, example.tokens[i]]) for i in range(1, len(example.tokens))
+                      if example.loss_mask[i]]
+    loss = masked_loss(model, *map(jnp.asarray, (tokens, loss_mask, valid)))
+    assert float(loss) == pytest.approx(-np.mean(reference), rel=1e-5)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    losses = []
+    train(Llama(CONFIG, rngs=nnx.Rngs(1)), examples(), TrainConfig(steps=30, batch_size=4, max_length=16,
+                                                                  learning_rate=3e-3, warmup_steps=3),
+          str(tmp_path / "ckpt"), on_step=lambda step, loss: losses.append(loss))
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_data_order_is_seeded_epochs_of_permutations():
+    first = example_indices(0, 12, 6, seed=3)
+    assert sorted(first[:6]) == list(range(6)) and sorted(first[6:]) == list(range(6))
+    assert list(example_indices(4, 5, 6, seed=3)) == list(first[4:9])
+    assert list(first) != list(example_indices(0, 12, 6, seed=4))
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(step_to_crash):
+    def on_step(step, loss):
+        if step == step_to_crash:
+            raise Crash
+    return on_step
+
+
+def test_a_run_that_crashes_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(steps=8, batch_size=3, max_length=16, learning_rate=1e-2, warmup_steps=2, accumulation=2,
+                         checkpoint_every=2)
+    straight = train(Llama(CONFIG, rngs=nnx.Rngs(2)), examples(), config, str(tmp_path / "straight"))
+    with pytest.raises(Crash):  # dies after step 5, maybe while step 4's checkpoint is still being written
+        train(Llama(CONFIG, rngs=nnx.Rngs(2)), examples(), config, str(tmp_path / "resumed"), on_step=crash_at(5))
+    steps = []
+    resumed = train(Llama(CONFIG, rngs=nnx.Rngs(9)), examples(), config, str(tmp_path / "resumed"),
+                    on_step=lambda step, loss: steps.append(step))  # other initial weights: all from the checkpoint
+    assert steps in ([3, 4, 5, 6, 7, 8], [5, 6, 7, 8])  # from the newest complete checkpoint, step 2 or 4
+    for a, b in zip(jax.tree.leaves(nnx.state(straight)), jax.tree.leaves(nnx.state(resumed))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
