@@ -81,3 +81,23 @@ def test_a_run_that_crashes_resumes_to_the_parameters_of_an_uninterrupted_run(tm
     assert steps in ([3, 4, 5, 6, 7, 8], [5, 6, 7, 8])  # from the newest complete checkpoint, step 2 or 4
     for a, b in zip(jax.tree.leaves(nnx.state(straight)), jax.tree.leaves(nnx.state(resumed))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+def test_lora_trains_low_rank_deltas_on_the_targets_only(tmp_path):
+    base = Llama(CONFIG, rngs=nnx.Rngs(3))
+    before = {path: np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(base))[0]}
+    losses = []
+    config = TrainConfig(steps=25, batch_size=4, max_length=16, learning_rate=5e-2, lora_rank=2, lora_alpha=4.0,
+                         lora_targets=("q_proj", "v_proj"))
+    student = train(base, examples(), config, str(tmp_path / "lora"), on_step=lambda s, loss: losses.append(loss))
+    assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.1  # it learns (slowly: attention adapters only)
+    changed = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.state(student))[0]:
+        delta = np.asarray(leaf) - before[path]
+        name = jax.tree_util.keystr(path)
+        if "q_proj" in name or "v_proj" in name:
+            assert np.linalg.matrix_rank(delta, tol=1e-6) == 2  # the merged weight is base + a rank-2 update
+            changed += 1
+        else:
+            assert not delta.any(), name  # frozen
+    assert changed == 2 * CONFIG.num_layers

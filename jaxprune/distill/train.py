@@ -4,7 +4,8 @@ Batches are fixed-shape (`max_length`, right padding), so one compiled step serv
 is a seeded permutation per epoch, so the data position is just the number of examples seen: the checkpoint stores
 it with the parameters, the optimizer state and the step, and a run stopped at any checkpoint continues to the same
 parameters as an uninterrupted one. The learning rate warms up linearly, then decays on a cosine; gradients can be
-accumulated over several batches (`optax.MultiSteps`).
+accumulated over several batches (`optax.MultiSteps`). With `lora_rank` > 0 only LoRA adapters are trained
+(`jaxprune.distill.lora`) and the returned model has them merged in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxprune.distill import lora
 from jaxprune.distill.examples import Example
 from jaxprune.models.llama import Llama, causal_mask, positions_from_keep
 
@@ -37,11 +39,20 @@ class TrainConfig:
     accumulation: int = 1
     seed: int = 0
     checkpoint_every: int = 50
+    lora_rank: int = 0                       # 0: full fine-tuning
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank
 
     def __post_init__(self):
         for field in ("steps", "batch_size", "max_length", "accumulation", "checkpoint_every"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -83,11 +94,21 @@ def masked_loss(model: Llama, tokens, loss_mask, valid) -> jax.Array:
     return -jnp.sum(log_probs * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer"), donate_argnames=("params", "opt_state"))
-def _train_step(graphdef, params, opt_state, tokens, loss_mask, valid, *, optimizer):
-    loss, grads = jax.value_and_grad(lambda p: masked_loss(nnx.merge(graphdef, p), tokens, loss_mask, valid))(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+def _weights(frozen, trainable, lora_scale):
+    """The model's parameters: the trainable ones, or the frozen base with LoRA adapters merged in."""
+    return trainable if frozen is None else lora.merge(frozen, trainable, lora_scale)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "lora_scale"),
+                   donate_argnames=("trainable", "opt_state"))
+def _train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid, *, optimizer, lora_scale):
+    def loss_fn(trainable):
+        model = nnx.merge(graphdef, _weights(frozen, trainable, lora_scale))
+        return masked_loss(model, tokens, loss_mask, valid)
+
+    loss, grads = jax.value_and_grad(loss_fn)(trainable)
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, loss
 
 
 def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkpoint_dir: str, *, pad_id: int = 0,
@@ -96,30 +117,36 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
     import orbax.checkpoint as ocp
 
     graphdef, params = nnx.split(model)
+    if config.lora_rank:
+        frozen, trainable = params, lora.init_adapters(params, config.lora_rank, config.lora_targets, config.seed)
+    else:
+        frozen, trainable = None, params
+    scale = config.lora_scale if config.lora_rank else 0.0
     optimizer = make_optimizer(config)
-    opt_state = optimizer.init(params)
+    opt_state = optimizer.init(trainable)
     manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(
         save_interval_steps=config.checkpoint_every, max_to_keep=2))
     step = 0
     if manager.latest_step() is not None:
         step = manager.latest_step()
         restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore({"params": params, "opt_state": opt_state}), data=ocp.args.JsonRestore()))
-        params, opt_state = restored.state["params"], restored.state["opt_state"]
+            state=ocp.args.StandardRestore({"trainable": trainable, "opt_state": opt_state}),
+            data=ocp.args.JsonRestore()))
+        trainable, opt_state = restored.state["trainable"], restored.state["opt_state"]
         if restored.data["examples_seen"] != step * config.batch_size:
             raise ValueError(f"{checkpoint_dir}: checkpoint at step {step} was written with another batch size")
     while step < config.steps:
         indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
         batch = make_batch(examples, indices, config.max_length, pad_id)
-        params, opt_state, loss = _train_step(graphdef, params, opt_state, *map(jnp.asarray, batch),
-                                              optimizer=optimizer)
+        trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *map(jnp.asarray, batch),
+                                                 optimizer=optimizer, lora_scale=scale)
         step += 1
         manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+            state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),
             data=ocp.args.JsonSave({"step": step, "examples_seen": step * config.batch_size})),
             force=step == config.steps)
         if on_step is not None:
             on_step(step, float(loss))
     manager.wait_until_finished()
     manager.close()
-    return nnx.merge(graphdef, params)
+    return nnx.merge(graphdef, _weights(frozen, trainable, scale))
