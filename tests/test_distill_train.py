@@ -101,3 +101,17 @@ def test_lora_trains_low_rank_deltas_on_the_targets_only(tmp_path):
         else:
             assert not delta.any(), name  # frozen
     assert changed == 2 * CONFIG.num_layers
+
+
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_sharded_training_on_eight_devices_equals_one_device(tmp_path, lora_rank):
+    from jaxprune.sharding import make_mesh
+
+    config = TrainConfig(steps=4, batch_size=4, max_length=16, learning_rate=1e-3, lora_rank=lora_rank)
+    single = train(Llama(CONFIG, rngs=nnx.Rngs(4)), examples(), config, str(tmp_path / "one"))
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    sharded = train(Llama(CONFIG, rngs=nnx.Rngs(4)), examples(), config, str(tmp_path / "eight"), mesh=mesh)
+    kernel = sharded.layers[0].mlp.up_proj.kernel[...]
+    assert len(kernel.sharding.device_set) == 8  # really spread out, not replicated on one device
+    for a, b in zip(jax.tree.leaves(nnx.state(single)), jax.tree.leaves(nnx.state(sharded))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)

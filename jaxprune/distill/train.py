@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxprune import sharding
 from jaxprune.distill import lora
 from jaxprune.distill.examples import Example
 from jaxprune.models.llama import Llama, causal_mask, positions_from_keep
@@ -112,13 +114,21 @@ def _train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid
 
 
 def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkpoint_dir: str, *, pad_id: int = 0,
+          mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES,
           on_step: Callable[[int, float], None] | None = None) -> Llama:
-    """Trains `model` for `config.steps` batches, resuming from the newest checkpoint in `checkpoint_dir`."""
+    """Trains `model` for `config.steps` batches, resuming from the newest checkpoint in `checkpoint_dir`.
+
+    With a `mesh`, parameters (and optimizer state) are sharded by the logical-axis `rules` and every batch is
+    split over the batch axes (`data`, `fsdp`); LoRA adapters are replicated."""
     import orbax.checkpoint as ocp
 
     graphdef, params = nnx.split(model)
+    if mesh is not None:
+        params = jax.device_put(params, sharding.state_shardings(params, mesh, rules))
     if config.lora_rank:
         frozen, trainable = params, lora.init_adapters(params, config.lora_rank, config.lora_targets, config.seed)
+        if mesh is not None:
+            trainable = jax.device_put(trainable, NamedSharding(mesh, PartitionSpec()))
     else:
         frozen, trainable = None, params
     scale = config.lora_scale if config.lora_rank else 0.0
@@ -137,9 +147,10 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
             raise ValueError(f"{checkpoint_dir}: checkpoint at step {step} was written with another batch size")
     while step < config.steps:
         indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
-        batch = make_batch(examples, indices, config.max_length, pad_id)
-        trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *map(jnp.asarray, batch),
-                                                 optimizer=optimizer, lora_scale=scale)
+        batch = [jnp.asarray(x) if mesh is None else jax.device_put(x, sharding.batch_sharding(mesh, 2, rules))
+                 for x in make_batch(examples, indices, config.max_length, pad_id)]
+        trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *batch, optimizer=optimizer,
+                                                 lora_scale=scale)
         step += 1
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),
