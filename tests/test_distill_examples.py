@@ -33,7 +33,7 @@ def test_reasoning_at_the_pruned_ratio_is_the_runners_pruned_text(pruned):
     assert reasoning_at(record, tokenizer, 1.0) == CHAIN["reasoning"]
     milder = reasoning_at(record, tokenizer, 0.8)
     assert len(tokenizer(record["pruned_reasoning"]).input_ids) < len(tokenizer(milder).input_ids)
-    with pytest.raises(RecordError, match="chain 'c1': pruned to keep ratio 0.5 only"):
+    with pytest.raises(RecordError, match="chain 'c1': field 'deletion_order' has 11 deletions; keep ratio 0.3 needs 16"):
         reasoning_at(record, tokenizer, 0.3)
 
 
@@ -48,3 +48,22 @@ def test_only_the_assistant_turn_carries_loss(pruned):
     assert rendered.startswith(prompt) and prompt.endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(example.tokens[example.loss_mask].tolist()) == rendered[len(prompt):]
     assert np.all(example.loss_mask[np.argmax(example.loss_mask):])  # one contiguous assistant span at the end
+
+
+def test_distill_cli_trains_and_exports_a_student_transformers_loads(tmp_path, pruned, tiny_dir):
+    from conftest import cli
+
+    record, _ = pruned
+    chains = tmp_path / "pruned.jsonl"
+    chains.write_text(json.dumps(dict(record, pruner=tiny_dir)) + "\n")
+    args = [f"--student={tiny_dir}", f"--chains={chains}", "--steps=3", "--batch_size=2", "--max_length=64",
+            f"--output_dir={tmp_path / 'out'}"]
+    refused = cli("jaxprune.experiments.distill", *args, "--keep_ratio=0.3")
+    assert refused.returncode != 0 and f"{chains}:1: field 'deletion_order' has 11 deletions" in refused.stderr
+    result = cli("jaxprune.experiments.distill", *args, "--keep_ratio=0.5")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["step"] for line in open(tmp_path / "out" / "metrics.jsonl")] == [1, 2, 3]
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out" / "student"))
+    assert student.config.vocab_size == 49152

@@ -145,3 +145,12 @@ def test_offline_default_flagfile_runs(tmp_path):
     assert "accuracy: " in result.stdout
     summary = json.loads((tmp_path / "chains.summary.json").read_text())
     assert summary["questions"] == 2 and summary["source"] == "generated:2" and "filter_counts" in summary
+
+
+def test_evaluate_cli_is_greedy_with_one_answer_per_question(tmp_path, tiny_dir):
+    result = cli("jaxprune.experiments.evaluate", f"--model={tiny_dir}", "--source=generated:3",
+                 "--max_new_tokens=6", f"--output={tmp_path / 'eval.jsonl'}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "eval.summary.json").read_text())
+    assert (summary["questions"], summary["samples"], summary["temperature"]) == (3, 1, 0.0)
+    assert all(r["attempts"] == 1 for r in read(tmp_path / "eval.all.jsonl"))

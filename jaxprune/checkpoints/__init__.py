@@ -3,7 +3,7 @@
 from jaxprune.checkpoints.build import CheckpointError
 from jaxprune.checkpoints.gguf import load_gguf_model, load_gguf_tokenizer
 from jaxprune.checkpoints.hf import load_hf_model, save_hf_model
-from jaxprune.checkpoints.resolve import DEFAULT_MODEL, load_model
+from jaxprune.checkpoints.resolve import DEFAULT_MODEL, load_model, load_tokenizer
 
 __all__ = ["CheckpointError", "load_gguf_model", "load_gguf_tokenizer", "load_hf_model", "save_hf_model",
-           "DEFAULT_MODEL", "load_model"]
+           "DEFAULT_MODEL", "load_model", "load_tokenizer"]

@@ -54,6 +54,18 @@ def local_model_path(spec: str) -> str:
     raise CheckpointError(f"--model={spec}: not an existing file or directory, a hub id (org/name), or packaged:NAME")
 
 
+def load_tokenizer(spec: str):
+    """The tokenizer of a `--model` value (GGUF metadata or the directory's tokenizer files), or None if it has none."""
+    path = local_model_path(spec)
+    if os.path.isfile(path):
+        return load_gguf_tokenizer(path)
+    if not any(name.startswith("tokenizer") for name in os.listdir(path)):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
 def load_model(spec: str = DEFAULT_MODEL, *, dtype=jnp.float32, mesh: Mesh | None = None,
                rules=sharding_lib.DEFAULT_RULES) -> tuple[Llama, object | None]:
     """Loads `(model, tokenizer)`; the tokenizer is None for a directory without tokenizer files."""
@@ -61,11 +73,5 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype=jnp.float32, mesh: Mesh | Non
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise CheckpointError(f"{path}: a model file must be GGUF (.gguf); pickle and other formats are refused")
-        return load_gguf_model(path, dtype=dtype, mesh=mesh, rules=rules), load_gguf_tokenizer(path)
-    model = load_hf_model(path, dtype=dtype, mesh=mesh, rules=rules)
-    tokenizer = None
-    if any(name.startswith("tokenizer") for name in os.listdir(path)):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    return model, tokenizer
+        return load_gguf_model(path, dtype=dtype, mesh=mesh, rules=rules), load_tokenizer(path)
+    return load_hf_model(path, dtype=dtype, mesh=mesh, rules=rules), load_tokenizer(path)

@@ -32,12 +32,9 @@ def reasoning_at(record: dict[str, Any], pruner_tokenizer, keep_ratio: float) ->
     """The chain's reasoning text with its first `N - int(N * keep_ratio)` deletions applied."""
     if keep_ratio >= 1:
         return record["reasoning"]
+    check_prunable(record, f"chain {record['id']!r}", keep_ratio)
     ids, order = record["reasoning_token_ids"], record["deletion_order"]
-    deletions = deletions_for(len(ids), keep_ratio)
-    if deletions > len(order):
-        raise RecordError(f"chain {record['id']!r}: pruned to keep ratio {record.get('keep_ratio')} only "
-                          f"({len(order)} deletions); keep ratio {keep_ratio} needs {deletions}")
-    deleted = set(order[:deletions])
+    deleted = set(order[:deletions_for(len(ids), keep_ratio)])
     return pruner_tokenizer.decode([token for i, token in enumerate(ids) if i not in deleted])
 
 
@@ -47,3 +44,17 @@ def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) 
     target = len(split.reasoning) + len(split.answer)
     tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
     return Example(tokens, np.concatenate([np.zeros(len(split.prompt), bool), np.ones(target, bool)]))
+
+
+def check_prunable(record: dict[str, Any], where: str, keep_ratio: float) -> None:
+    """Fails (naming file:line and field) unless `record` can give its reasoning at `keep_ratio`."""
+    if keep_ratio >= 1:
+        return
+    for field in ("reasoning_token_ids", "deletion_order"):
+        if not isinstance(record.get(field), list):
+            raise RecordError(f"{where}: field '{field}' is missing; keep ratio {keep_ratio} needs a pruned chain "
+                              "(the prune CLI's output)")
+    needed = deletions_for(len(record["reasoning_token_ids"]), keep_ratio)
+    if needed > len(record["deletion_order"]):
+        raise RecordError(f"{where}: field 'deletion_order' has {len(record['deletion_order'])} deletions; keep "
+                          f"ratio {keep_ratio} needs {needed}")
