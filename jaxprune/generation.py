@@ -206,6 +206,8 @@ class Decoder:
         """Yields `(job, tokens)` as completions finish (tokens end with the stop token if one was hit); asks
         `next_job()` for work whenever rows are free, until it returns None and every row is done."""
         jobs: list[Job | None] = [None] * self.batch_size
+        if not bool(jnp.all(self.state.done)):  # rows left over from an abandoned run are dropped
+            self.state = self.state._replace(done=self._place(jnp.ones(self.batch_size, bool)))
         while True:
             if any(jobs):
                 done, steps, out, start = jax.device_get((self.state.done, self.state.steps, self.state.out,

@@ -115,3 +115,11 @@ def test_sharded_training_on_eight_devices_equals_one_device(tmp_path, lora_rank
     assert len(kernel.sharding.device_set) == 8  # really spread out, not replicated on one device
     for a, b in zip(jax.tree.leaves(nnx.state(single)), jax.tree.leaves(nnx.state(sharded))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+
+def test_a_batch_that_does_not_split_over_the_mesh_is_refused(tmp_path):
+    from jaxprune.sharding import make_mesh
+
+    with pytest.raises(ValueError, match="batch_size=6 does not split evenly over the mesh's 4 batch shards"):
+        train(Llama(CONFIG, rngs=nnx.Rngs(0)), examples(), TrainConfig(steps=1, batch_size=6, max_length=16),
+              str(tmp_path / "x"), mesh=make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))

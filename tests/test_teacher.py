@@ -8,6 +8,7 @@ from conftest import cli, kill_after_lines, run_processes
 from jaxprune.checkpoints import load_model
 from jaxprune.data.filters import filter_chains
 from jaxprune.data.prompts import SYSTEM_PROMPTS, generation_prompt
+from jaxprune.data.records import RecordError
 from jaxprune.data.teacher import TeacherConfig, end_of_turn_ids, judge, sample_chains
 from jaxprune.generation import SamplingConfig, generate
 
@@ -65,6 +66,14 @@ def test_sampling_is_deterministic_for_a_seed_whatever_the_batch(tmp_path, tiny)
     assert run("b.jsonl", seed=1, batch_size=3) == first
     assert run("c.jsonl", seed=1, batch_size=8) == first
     assert run("d.jsonl", seed=2, batch_size=3) != first
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, tiny):
+    config = TeacherConfig(SamplingConfig(max_new_tokens=4, temperature=1.0), samples=1, seed=1)
+    sample_chains(QUESTIONS[:1], *tiny, config, None, str(tmp_path / "all.jsonl"))
+    other = TeacherConfig(SamplingConfig(max_new_tokens=4, temperature=1.0), samples=1, seed=2)
+    with pytest.raises(RecordError, match=f"{tmp_path / 'all.jsonl'}:1: field 'seed'=1 differs from this run's 2"):
+        sample_chains(QUESTIONS, *tiny, other, None, str(tmp_path / "all.jsonl"))
 
 
 def generate_cli(*args):

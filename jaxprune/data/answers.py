@@ -27,7 +27,8 @@ def _check_dataset(dataset: str) -> None:
 
 
 def split_reasoning_answer(text: str, dataset: str) -> tuple[str, str] | None:
-    """`(reasoning, answer)` split at the dataset's answer marker (its last occurrence), or None if there is none.
+    """`(reasoning, answer)` split at the dataset's answer marker, or None if there is none: the last JSON answer or
+    conclusion phrase, as in the reference.
 
     A GSM8K `#### <number>` answer is the first such line alone: as in GSM8K's own solutions that line ends the
     solution, and what a small model rambles on with after it (often the same line again and again) is dropped."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from jaxprune.data.answers import extract_answer, is_correct, split_reasoning_answer
 from jaxprune.data.process_parts import ProcessParts
 from jaxprune.data.prompts import generation_prompt
+from jaxprune.data.records import RecordError, read_jsonl
 from jaxprune.generation import Decoder, Job, SamplingConfig
 
 
@@ -66,6 +68,7 @@ def sample_chains(questions: Sequence[dict[str, Any]], model, tokenizer, config:
     """Rejection-samples a chain for every question into `output` (resuming it); returns outcome counts."""
     parts = ProcessParts(output)
     counts: collections.Counter = collections.Counter()
+    _check_same_settings(parts.path, config, system)
     with parts.appender() as appender:
         mine = parts.mine(list(enumerate(questions)))
         todo = [(i, q) for i, q in mine if str(q["id"]) not in appender.done_ids]
@@ -75,6 +78,25 @@ def sample_chains(questions: Sequence[dict[str, Any]], model, tokenizer, config:
     parts.merge([str(q["id"]) for q in questions])
     logging.info("teacher chains: %s", dict(counts))
     return dict(counts)
+
+
+def _settings(config: TeacherConfig, system: str | None) -> dict[str, Any]:
+    return {"teacher": config.teacher, "system": system, "temperature": config.sampling.temperature,
+            "top_p": config.sampling.top_p, "max_new_tokens": config.sampling.max_new_tokens,
+            "samples": config.samples, "seed": config.seed}
+
+
+def _check_same_settings(path: str, config: TeacherConfig, system: str | None) -> None:
+    """Refuses to resume a file written with other settings (it would mix two experiments)."""
+    if not os.path.exists(path):
+        return
+    expected = _settings(config, system)
+    for number, record in read_jsonl(path):
+        for field, value in expected.items():
+            if record.get(field) != value:
+                raise RecordError(f"{path}:{number}: field '{field}'={record.get(field)!r} differs from this run's "
+                                  f"{value!r}; use another --output or the same settings")
+        return  # every record of a file comes from one run
 
 
 def _rejection_sample(todo, model, tokenizer, config: TeacherConfig, system, appender, counts, mesh) -> None:
@@ -108,8 +130,7 @@ def _rejection_sample(todo, model, tokenizer, config: TeacherConfig, system, app
 def _chain_record(question: dict[str, Any], system: str | None, text: str, verdict: dict[str, Any], attempts: int,
                   prompt_tokens: int, completion_tokens: int, finished: bool, config: TeacherConfig) -> dict[str, Any]:
     record = dict(question)
-    record.update(system=system, completion=text, **verdict, attempts=attempts, prompt_tokens=prompt_tokens,
+    record.update(completion=text, **verdict, attempts=attempts, prompt_tokens=prompt_tokens,
                   completion_tokens=completion_tokens, stopped="end_of_turn" if finished else "max_new_tokens",
-                  teacher=config.teacher, temperature=config.sampling.temperature, top_p=config.sampling.top_p,
-                  max_new_tokens=config.sampling.max_new_tokens, samples=config.samples, seed=config.seed)
+                  **_settings(config, system))
     return record

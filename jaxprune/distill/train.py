@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from typing import Callable, Sequence
 
@@ -124,6 +125,11 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
 
     graphdef, params = nnx.split(model)
     if mesh is not None:
+        axes = sharding.batch_sharding(mesh, 1, rules).spec[0]
+        split = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+        if config.batch_size % split:
+            raise ValueError(f"batch_size={config.batch_size} does not split evenly over the mesh's {split} "
+                             "batch shards")
         params = jax.device_put(params, sharding.state_shardings(params, mesh, rules))
     if config.lora_rank:
         frozen, trainable = params, lora.init_adapters(params, config.lora_rank, config.lora_targets, config.seed)

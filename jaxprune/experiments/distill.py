@@ -82,6 +82,10 @@ def main(argv):
         examples.append(training_example(tokenizer, record, reasoning_at(record, pruner, _KEEP_RATIO.value)))
     logging.info("%d examples at keep ratio %s; %d tokens on average", len(examples), _KEEP_RATIO.value,
                  sum(len(e.tokens) for e in examples) // max(len(examples), 1))
+    cut = sum(len(e.tokens) > config.max_length for e in examples)
+    if cut:
+        logging.warning("%d of %d examples are longer than --max_length=%d and are cut (their answers may be lost)",
+                        cut, len(examples), config.max_length)
 
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     metrics_path = os.path.join(_OUTPUT_DIR.value, "metrics.jsonl")
