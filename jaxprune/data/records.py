@@ -117,3 +117,11 @@ def write_jsonl_atomic(path: str, records: Iterable[dict[str, Any]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes a whole text file under a temporary name, then renames it into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)

@@ -54,7 +54,7 @@ def main(argv):
     from jaxprune.checkpoints import load_model
     from jaxprune.data.filters import filter_chains
     from jaxprune.data.questions import infer_dataset, load_questions
-    from jaxprune.data.records import read_jsonl, write_jsonl_atomic
+    from jaxprune.data.records import read_jsonl, write_jsonl_atomic, write_text_atomic
     from jaxprune.data.teacher import TeacherConfig, sample_chains
     from jaxprune.evaluation import summarize
     from jaxprune.generation import SamplingConfig
@@ -97,9 +97,7 @@ def main(argv):
         logging.info("filter: %s: %d", reason, number)
     write_jsonl_atomic(_OUTPUT.value, kept)
     summary_path = os.path.splitext(_OUTPUT.value)[0] + ".summary.json"
-    with open(summary_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(summary_path + ".tmp", summary_path)
+    write_text_atomic(summary_path, json.dumps(summary, indent=2))
     what = "accuracy" if config.samples == 1 else f"yield (a correct chain in {config.samples} samples)"
     low, high = summary["accuracy_ci95"]
     print(f"{what}: {summary['correct']}/{len(records)} = {summary['accuracy']:.1%} (95% bootstrap interval "

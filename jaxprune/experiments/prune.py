@@ -7,7 +7,6 @@ adds the token spans, the deletion order, per-step log-likelihoods and the prune
 `jaxprune/pruning/runner.py`). Settings are checked before the model loads; reruns resume.
 """
 
-import os
 
 from absl import app, flags, logging
 
@@ -64,7 +63,7 @@ def main(argv):
     from jaxprune import sharding
     from jaxprune.analysis.chain_view import html_view, terminal_view
     from jaxprune.checkpoints import load_model
-    from jaxprune.data.records import read_chains, read_jsonl
+    from jaxprune.data.records import read_chains, read_jsonl, write_text_atomic
     from jaxprune.pruning.runner import prune_dataset
 
     read_chains(config.input)  # malformed input fails here, before the model loads
@@ -82,10 +81,7 @@ def main(argv):
     for record in records[: _SHOW.value]:
         print(terminal_view(record, tokenizer))
     if _HTML.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_HTML.value)), exist_ok=True)
-        with open(_HTML.value + ".tmp", "w", encoding="utf-8") as f:
-            f.write(html_view(records, tokenizer))
-        os.replace(_HTML.value + ".tmp", _HTML.value)
+        write_text_atomic(_HTML.value, html_view(records, tokenizer))
         print(f"HTML view: {_HTML.value}")
 
 
