@@ -7,7 +7,6 @@ adds the token spans, the deletion order, per-step log-likelihoods and the prune
 `jaxprune/pruning/runner.py`). Settings are checked before the model loads; reruns resume.
 """
 
-
 from absl import app, flags, logging
 
 from jaxprune import distributed
