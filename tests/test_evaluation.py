@@ -13,7 +13,7 @@ def test_bootstrap_interval_matches_the_normal_approximation_for_many_questions(
     values[:600] = 1  # accuracy 0.3
     low, high = bootstrap_interval(values, resamples=4000, seed=1)
     half_width = 1.96 * math.sqrt(0.3 * 0.7 / 2000)
-    assert low == pytest.approx(0.3 - half_width, abs=0.004) and high == pytest.approx(0.3 + half_width, abs=0.004)
+    assert low == pytest.approx(0.3 - half_width, abs=0.0015) and high == pytest.approx(0.3 + half_width, abs=0.0015)
     assert bootstrap_interval(values, resamples=4000, seed=1) == (low, high)  # seeded
 
 
