@@ -163,3 +163,24 @@ def test_evaluate_cli_is_greedy_with_one_answer_per_question(tmp_path, tiny_dir)
     summary = json.loads((tmp_path / "eval.summary.json").read_text())
     assert (summary["questions"], summary["samples"], summary["temperature"]) == (3, 1, 0.0)
     assert all(r["attempts"] == 1 for r in read(tmp_path / "eval.all.jsonl"))
+
+
+def test_reference_chains_are_the_worked_solutions_without_calculator_annotations(tmp_path, smollm2):
+    (tmp_path / "train.jsonl").write_text(json.dumps({
+        "question": "Natalia sold 48 clips in April and half as many in May. How many clips did she sell?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 clips.\n#### 72"})
+        + "\n")
+    result = cli(GENERATE, f"--source={tmp_path}", "--dataset=gsm8k", "--split=train", "--from_solutions",
+                 "--prompt=gsm8k_hash",
+                 "--min_reasoning_chars=0", f"--output={tmp_path / 'chains.jsonl'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [chain] = read(tmp_path / "chains.jsonl")
+    assert chain["reasoning"] == "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\n"
+    assert chain["answer"] == "#### 72" and chain["is_correct"] and chain["teacher"] == "reference solution"
+    assert chain["system"] == SYSTEM_PROMPTS["gsm8k_hash"] and "solution" not in chain
+    assert chain["reasoning_tokens"] == len(smollm2[1](chain["reasoning"], add_special_tokens=False).input_ids)
+
+    (tmp_path / "plain.jsonl").write_text(json.dumps({"id": "q1", "question": "1 + 1?", "gold": "2"}) + "\n")
+    result = cli(GENERATE, f"--source={tmp_path / 'plain.jsonl'}", "--dataset=gsm8k", "--from_solutions",
+                 f"--output={tmp_path / 'none.jsonl'}")
+    assert result.returncode != 0 and "question 'q1': field 'solution' is missing" in result.stderr

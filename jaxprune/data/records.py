@@ -110,6 +110,7 @@ class JsonlAppender:
 
 def write_jsonl_atomic(path: str, records: Iterable[dict[str, Any]]) -> None:
     """Writes a whole JSONL file under a temporary name, then renames it into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as f:
         for record in records:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import time
 from typing import Any, Sequence
 
@@ -78,6 +79,28 @@ def sample_chains(questions: Sequence[dict[str, Any]], model, tokenizer, config:
     parts.merge([str(q["id"]) for q in questions])
     logging.info("teacher chains: %s", dict(counts))
     return dict(counts)
+
+
+_CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+REFERENCE_TEACHER = "reference solution"
+
+
+def reference_chains(questions: Sequence[dict[str, Any]], tokenizer, system: str | None) -> list[dict[str, Any]]:
+    """Chains from the questions' own worked solutions instead of a teacher's samples (GSM8K's `<<48/2=24>>`
+    calculator annotations removed): a small model's own chains are rarely correct, a dataset's solutions always
+    are. Each record has the fields a sampled chain has, with `teacher` = "reference solution"."""
+    records = []
+    for question in questions:
+        if not question.get("solution"):
+            raise RecordError(f"question {question['id']!r}: field 'solution' is missing; reference chains need "
+                              "worked solutions (GSM8K train, MATH, generated:N)")
+        text = _CALCULATOR_ANNOTATION.sub("", question["solution"]).strip()
+        verdict = judge(question, text, tokenizer)
+        record = {key: value for key, value in question.items() if key != "solution"}
+        record.update(completion=text, **verdict, attempts=0, completion_tokens=verdict["reasoning_tokens"]
+                      + verdict["answer_tokens"], stopped="end_of_turn", teacher=REFERENCE_TEACHER, system=system)
+        records.append(record)
+    return records
 
 
 def _settings(config: TeacherConfig, system: str | None) -> dict[str, Any]:
