@@ -123,3 +123,20 @@ def test_a_batch_that_does_not_split_over_the_mesh_is_refused(tmp_path):
     with pytest.raises(ValueError, match="batch_size=6 does not split evenly over the mesh's 4 batch shards"):
         train(Llama(CONFIG, rngs=nnx.Rngs(0)), examples(), TrainConfig(steps=1, batch_size=6, max_length=16),
               str(tmp_path / "x"), mesh=make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+
+
+def test_bfloat16_compute_trains_float32_master_weights(tmp_path):
+    """bfloat16 passes give a loss near, but not equal to, float32's; the weights the optimizer keeps stay float32;
+    and the run still learns."""
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        losses = []
+        trained = train(Llama(CONFIG, rngs=nnx.Rngs(1)), examples(),
+                        TrainConfig(steps=30, batch_size=4, max_length=16, learning_rate=3e-3, warmup_steps=3,
+                                    compute_dtype=dtype),
+                        str(tmp_path / dtype), on_step=lambda step, loss: losses.append(loss))
+        runs[dtype] = losses
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(nnx.state(trained, nnx.Param)))
+    assert runs["bfloat16"][0] != runs["float32"][0]
+    assert runs["bfloat16"][0] == pytest.approx(runs["float32"][0], rel=2e-2)
+    assert np.mean(runs["bfloat16"][-5:]) < 0.5 * np.mean(runs["bfloat16"][:3])

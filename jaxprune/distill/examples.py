@@ -38,6 +38,15 @@ def reasoning_at(record: dict[str, Any], pruner_tokenizer, keep_ratio: float) ->
     return pruner_tokenizer.decode([token for i, token in enumerate(ids) if i not in deleted])
 
 
+def kept_fraction(record: dict[str, Any], keep_ratio: float) -> float:
+    """The share of the chain's reasoning tokens (the pruner's) that `reasoning_at` keeps: `keep_ratio` up to
+    rounding, exactly 1 for an unpruned chain."""
+    if keep_ratio >= 1:
+        return 1.0
+    length = len(record["reasoning_token_ids"])
+    return (length - deletions_for(length, keep_ratio)) / length
+
+
 def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) -> Example:
     """The chat `system + question -> reasoning + answer` in the student's template, loss on the assistant turn."""
     split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"))

@@ -4,7 +4,8 @@ Batches are fixed-shape (`max_length`, right padding), so one compiled step serv
 is a seeded permutation per epoch, so the data position is just the number of examples seen: the checkpoint stores
 it with the parameters, the optimizer state and the step, and a run stopped at any checkpoint continues to the same
 parameters as an uninterrupted one. The learning rate warms up linearly, then decays on a cosine; gradients can be
-accumulated over several batches (`optax.MultiSteps`). With `lora_rank` > 0 only LoRA adapters are trained
+accumulated over several batches (`optax.MultiSteps`). With `compute_dtype="bfloat16"` the forward and backward
+passes run in bfloat16 while the optimizer keeps float32 master weights. With `lora_rank` > 0 only LoRA adapters are trained
 (`jaxprune.distill.lora`) and the returned model has them merged in.
 """
 
@@ -45,6 +46,7 @@ class TrainConfig:
     lora_rank: int = 0                       # 0: full fine-tuning
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+    compute_dtype: str = "float32"           # "bfloat16": half-precision passes, float32 master weights
 
     @property
     def lora_scale(self) -> float:
@@ -56,6 +58,8 @@ class TrainConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -97,16 +101,21 @@ def masked_loss(model: Llama, tokens, loss_mask, valid) -> jax.Array:
     return -jnp.sum(log_probs * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def _weights(frozen, trainable, lora_scale):
-    """The model's parameters: the trainable ones, or the frozen base with LoRA adapters merged in."""
-    return trainable if frozen is None else lora.merge(frozen, trainable, lora_scale)
+def _weights(frozen, trainable, lora_scale, dtype=None):
+    """The model's parameters: the trainable ones, or the frozen base with LoRA adapters merged in; floating-point
+    ones cast to `dtype` if given (the cast is differentiable, so gradients reach float32 masters)."""
+    weights = trainable if frozen is None else lora.merge(frozen, trainable, lora_scale)
+    if dtype is None:
+        return weights
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, weights)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "lora_scale"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "lora_scale", "compute_dtype"),
                    donate_argnames=("trainable", "opt_state"))
-def _train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid, *, optimizer, lora_scale):
+def _train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid, *, optimizer, lora_scale,
+                compute_dtype):
     def loss_fn(trainable):
-        model = nnx.merge(graphdef, _weights(frozen, trainable, lora_scale))
+        model = nnx.merge(graphdef, _weights(frozen, trainable, lora_scale, compute_dtype))
         return masked_loss(model, tokens, loss_mask, valid)
 
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
@@ -138,6 +147,7 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
     else:
         frozen, trainable = None, params
     scale = config.lora_scale if config.lora_rank else 0.0
+    compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
     optimizer = make_optimizer(config)
     opt_state = optimizer.init(trainable)
     manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(
@@ -156,7 +166,7 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
         batch = [jnp.asarray(x) if mesh is None else jax.device_put(x, sharding.batch_sharding(mesh, 2, rules))
                  for x in make_batch(examples, indices, config.max_length, pad_id)]
         trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *batch, optimizer=optimizer,
-                                                 lora_scale=scale)
+                                                 lora_scale=scale, compute_dtype=compute_dtype)
         step += 1
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),

@@ -5,11 +5,14 @@
 --chains is the prune CLI's output (any method) or, with --keep_ratio=1, teacher chains. The kept reasoning tokens
 are decoded with the pruner's tokenizer (each record's `pruner`, or --pruner) and re-tokenized by the student's chat
 template; loss is on the assistant turn only (`jaxprune/distill/`). Checkpoints (parameters, optimizer state, step,
-data position) go to --output_dir/checkpoints, so a rerun resumes; metrics go to --output_dir/metrics.jsonl; the
-trained student is written to --output_dir/student, loadable by `transformers`. One process (any number of local
+data position) go to --output_dir/checkpoints, so a rerun resumes. The loss goes to --output_dir/metrics.jsonl and
+to TensorBoard event files in --output_dir/tensorboard. The trained student is written to --output_dir/student,
+loadable by `transformers`, with `distillation.json` beside its weights (chains, method, keep ratio asked and
+achieved, training settings), which the evaluate CLI copies into its summary. One process (any number of local
 devices); multi-host training is not wired up yet.
 """
 
+import dataclasses
 import json
 import os
 
@@ -38,7 +41,10 @@ _LORA_ALPHA = flags.DEFINE_float("lora_alpha", 16.0, "LoRA alpha (scale alpha / 
 _LORA_TARGETS = flags.DEFINE_list("lora_targets", list(DEFAULT_TARGETS), "Modules that get LoRA adapters.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50, "Checkpoint interval in batches.")
 _SEED = flags.DEFINE_integer("seed", 0, "Data order and LoRA initialisation.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Student parameter dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Student parameter dtype (the optimizer's "
+                           "master weights).")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ("float32", "bfloat16"), "Dtype of the forward and "
+                                   "backward passes; bfloat16 keeps float32 master weights with --dtype=float32.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh, e.g. data=2,fsdp=2,tensor=2.")
 
 
@@ -52,7 +58,8 @@ def main(argv):
                          learning_rate=_LEARNING_RATE.value, warmup_steps=_WARMUP_STEPS.value,
                          weight_decay=_WEIGHT_DECAY.value, accumulation=_ACCUMULATION.value, seed=_SEED.value,
                          checkpoint_every=_CHECKPOINT_EVERY.value, lora_rank=_LORA_RANK.value,
-                         lora_alpha=_LORA_ALPHA.value, lora_targets=tuple(_LORA_TARGETS.value))
+                         lora_alpha=_LORA_ALPHA.value, lora_targets=tuple(_LORA_TARGETS.value),
+                         compute_dtype=_COMPUTE_DTYPE.value)
     chains = read_chains(_CHAINS.value)  # malformed chains fail here, before any model loads
     for where, record in chains:
         check_prunable(record, where, _KEEP_RATIO.value)
@@ -61,11 +68,13 @@ def main(argv):
 
     import jax
     import jax.numpy as jnp
+    from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
     from jaxprune import sharding
     from jaxprune.checkpoints import load_model, load_tokenizer, save_hf_model
-    from jaxprune.distill.examples import reasoning_at, training_example
+    from jaxprune.data.records import write_text_atomic
+    from jaxprune.distill.examples import kept_fraction, reasoning_at, training_example
     from jaxprune.distill.train import train
 
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value))
@@ -89,21 +98,35 @@ def main(argv):
 
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     metrics_path = os.path.join(_OUTPUT_DIR.value, "metrics.jsonl")
+    writer = SummaryWriter(os.path.join(_OUTPUT_DIR.value, "tensorboard")) if jax.process_index() == 0 else None
     progress = tqdm(total=config.steps, desc="distilling", unit="batch", mininterval=1.0)
+    losses = []
 
     def on_step(step, loss):
-        if progress.n == 0:
+        if not losses:
             progress.update(step - 1)  # resumed
+        losses.append(loss)
         progress.update()
         progress.set_postfix(loss=f"{loss:.4f}")
-        if jax.process_index() == 0:
+        if writer is not None:
+            writer.add_scalar("train/loss", loss, step)
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, "loss": loss}) + "\n")
 
     trained = train(student, examples, config, os.path.join(_OUTPUT_DIR.value, "checkpoints"),
                     pad_id=tokenizer.pad_token_id or 0, mesh=mesh if mesh.size > 1 else None, on_step=on_step)
     progress.close()
-    save_hf_model(trained, os.path.join(_OUTPUT_DIR.value, "student"), tokenizer)
+    if writer is not None:
+        writer.close()
+    student_dir = os.path.join(_OUTPUT_DIR.value, "student")
+    save_hf_model(trained, student_dir, tokenizer)
+    methods = sorted({record.get("method", "unpruned") for _, record in chains}) if _KEEP_RATIO.value < 1 else []
+    provenance = {"chains": _CHAINS.value, "method": "+".join(methods) or "unpruned", "keep_ratio": _KEEP_RATIO.value,
+                  "achieved_keep_ratio": sum(kept_fraction(r, _KEEP_RATIO.value) for _, r in chains) / len(chains),
+                  "examples": len(examples), "student": _STUDENT.value, "final_loss": losses[-1] if losses else None,
+                  **dataclasses.asdict(config)}
+    if jax.process_index() == 0:
+        write_text_atomic(os.path.join(student_dir, "distillation.json"), json.dumps(provenance, indent=2))
     logging.info("student written to %s", os.path.join(_OUTPUT_DIR.value, "student"))
 
 
