@@ -8,6 +8,7 @@ a bootstrap interval), mean reasoning tokens and the filter counts go to `<outpu
 schema is in `jaxprune/data/questions.py` (questions) and `jaxprune/data/teacher.py` (chains).
 """
 
+import dataclasses
 import json
 import os
 
@@ -41,6 +42,8 @@ _SYSTEM_PROMPT = flags.DEFINE_string("system_prompt", None, "System prompt text 
 _MIN_REASONING_CHARS = flags.DEFINE_integer("min_reasoning_chars", 100, "Filter: shortest reasoning kept.")
 _LENGTH_PERCENTILE = flags.DEFINE_float("length_percentile", None, "Filter: drop chains longer than this "
                                         "percentile (default 99 for GSM8K, 90 for MATH and MMLU-Pro; 100: off).")
+_FROM_SOLUTIONS = flags.DEFINE_bool("from_solutions", False, "No sampling: the questions' own worked solutions "
+                                     "are the chains (GSM8K train, MATH, generated:N); --model then only tokenizes.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Teacher dtype.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Local device mesh; the batch is split over it.")
 
@@ -51,11 +54,11 @@ def main(argv):
     import jax.numpy as jnp
 
     from jaxprune import sharding
-    from jaxprune.checkpoints import load_model
+    from jaxprune.checkpoints import load_model, load_tokenizer
     from jaxprune.data.filters import filter_chains
     from jaxprune.data.questions import infer_dataset, load_questions
     from jaxprune.data.records import read_jsonl, write_jsonl_atomic, write_text_atomic
-    from jaxprune.data.teacher import TeacherConfig, sample_chains
+    from jaxprune.data.teacher import REFERENCE_TEACHER, TeacherConfig, reference_chains, sample_chains
     from jaxprune.evaluation import summarize
     from jaxprune.generation import SamplingConfig
 
@@ -78,19 +81,33 @@ def main(argv):
 
     distributed.initialize()
 
-    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
-    model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
-    if tokenizer is None:
-        raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
-    sample_chains(questions, model, tokenizer, config, system or None, all_output,
-                  mesh=mesh if mesh.size > 1 else None)
+    if _FROM_SOLUTIONS.value:
+        tokenizer = load_tokenizer(_MODEL.value)
+        if tokenizer is None:
+            raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
+        if jax.process_index() == 0:
+            write_jsonl_atomic(all_output, reference_chains(questions, tokenizer, system or None))
+        config = dataclasses.replace(config, samples=1, teacher=REFERENCE_TEACHER)
+    else:
+        mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+        model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
+        if tokenizer is None:
+            raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
+        sample_chains(questions, model, tokenizer, config, system or None, all_output,
+                      mesh=mesh if mesh.size > 1 else None)
     if jax.process_index() != 0:
         return
     by_id = {str(record["id"]): record for _, record in read_jsonl(all_output)}
     records = [by_id[str(q["id"])] for q in questions if str(q["id"]) in by_id]
-    summary = dict(summarize(records), source=_SOURCE.value, split=_SPLIT.value, model=_MODEL.value,
-                   samples=config.samples, temperature=config.sampling.temperature,
-                   max_new_tokens=config.sampling.max_new_tokens, seed=config.seed)
+    summary = dict(summarize(records), source=_SOURCE.value, split=_SPLIT.value, model=config.teacher,
+                   seed=config.seed)
+    if not _FROM_SOLUTIONS.value:
+        summary.update(samples=config.samples, temperature=config.sampling.temperature,
+                       max_new_tokens=config.sampling.max_new_tokens)
+    provenance = os.path.join(_MODEL.value, "distillation.json")
+    if os.path.isfile(provenance):  # a student from the distill CLI: what it was trained on
+        with open(provenance, encoding="utf-8") as f:
+            summary["distillation"] = json.load(f)
     kept, summary["filter_counts"] = filter_chains(records, min_reasoning_chars=_MIN_REASONING_CHARS.value,
                                                    length_percentile=_LENGTH_PERCENTILE.value)
     for reason, number in sorted(summary["filter_counts"].items()):
