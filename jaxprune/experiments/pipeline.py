@@ -1,0 +1,135 @@
+"""The whole experiment, generate -> prune -> distill -> evaluate -> compare, as one resumable command.
+
+    python -m jaxprune.experiments.pipeline --flagfile=experiments/cpu_distill/pipeline.flags [--dry_run]
+
+Each stage is the stage's own CLI run with a flagfile (`--*_flags`) plus the paths this driver owns under
+--work_dir:
+
+    chains/<flagfile name>.jsonl   one generate run per --chain_flags file; chains/train.jsonl joins them
+    pruned/<method>.jsonl          each method prunes the training chains once, to the lowest keep ratio (higher
+                                   ratios are prefixes of its deletion order)
+    students/<name>/               a student per seed: unpruned, and per method and keep ratio (distill CLI)
+    eval/<name>.jsonl              its evaluation (evaluate CLI; accuracy in eval/<name>.summary.json)
+    report/comparison.*            the table and plot across methods and keep ratios (compare CLI)
+
+Students are trained and evaluated seed by seed, so a partial run already compares every method. A stage whose
+result exists is skipped, and the pruning and distillation CLIs resume themselves, so rerunning after a kill
+continues where it stopped. --dry_run prints the commands instead.
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+
+from absl import app, flags, logging
+
+_WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
+_CHAIN_FLAGS = flags.DEFINE_list("chain_flags", None, "Generate-CLI flagfiles of the training chains (teacher "
+                                 "samples or --from_solutions), one run each.", required=True)
+_PRUNE_FLAGS = flags.DEFINE_string("prune_flags", None, "Prune-CLI flagfile (pruner, objective, mode).",
+                                   required=True)
+_DISTILL_FLAGS = flags.DEFINE_string("distill_flags", None, "Distill-CLI flagfile (student, training settings).",
+                                     required=True)
+_EVALUATE_FLAGS = flags.DEFINE_string("evaluate_flags", None, "Evaluate-CLI flagfile (held-out questions, prompt).",
+                                      required=True)
+_METHODS = flags.DEFINE_list("methods", ["greedy", "uniform", "surprisal", "h2o"], "Pruning methods compared.")
+_KEEP_RATIOS = flags.DEFINE_list("keep_ratios", ["0.9", "0.8", "0.7"], "Training keep ratios, each in (0, 1).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Distillation seeds (data order, LoRA initialisation).")
+_BASE_MODEL = flags.DEFINE_string("base_model", None, "Also evaluate this model untrained (the student before "
+                                  "distillation), as the table's reference row.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+
+
+def _cli(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"jaxprune.experiments.{module}", *args]
+
+
+def _run(command: list[str], done: bool) -> None:
+    text = shlex.join(["python", *command[1:]])
+    if _DRY_RUN.value:
+        print(("# done: " if done else "") + text)
+    elif done:
+        logging.info("done already: %s", text)
+    else:
+        logging.info("running: %s", text)
+        subprocess.run(command, check=True)
+
+
+def _join(paths: list[str], output: str) -> None:
+    """Concatenates the chain files (each line a chain; ids differ between sources) into one, atomically."""
+    if _DRY_RUN.value:
+        print(f"# join {' '.join(paths)} -> {output}")
+        return
+    from jaxprune.data.records import write_text_atomic
+
+    text = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text.append(f.read())
+    write_text_atomic(output, "".join(text))
+
+
+def _student(name: str, distill_args: list[str]) -> None:
+    """Distills one student, then evaluates it."""
+    work = _WORK_DIR.value
+    output_dir = os.path.join(work, "students", name)
+    _run(_cli("distill", f"--flagfile={_DISTILL_FLAGS.value}", *distill_args, f"--output_dir={output_dir}"),
+         done=os.path.exists(os.path.join(output_dir, "student", "distillation.json")))
+    _evaluate(name, os.path.join(output_dir, "student"))
+
+
+def _evaluate(name: str, model: str) -> None:
+    output = os.path.join(_WORK_DIR.value, "eval", f"{name}.jsonl")
+    _run(_cli("evaluate", f"--flagfile={_EVALUATE_FLAGS.value}", f"--model={model}", f"--output={output}"),
+         done=os.path.exists(os.path.join(_WORK_DIR.value, "eval", f"{name}.summary.json")))
+
+
+def main(argv):
+    del argv
+    work = _WORK_DIR.value
+    for path in [*_CHAIN_FLAGS.value, _PRUNE_FLAGS.value, _DISTILL_FLAGS.value, _EVALUATE_FLAGS.value]:
+        if not os.path.isfile(path):
+            raise app.UsageError(f"flagfile {path} does not exist")
+    try:
+        keep_ratios = sorted({float(r) for r in _KEEP_RATIOS.value}, reverse=True)
+        seeds = [int(s) for s in _SEEDS.value]
+    except ValueError as error:
+        raise app.UsageError(f"--keep_ratios / --seeds: {error}") from None
+    if not _METHODS.value:
+        raise app.UsageError("--methods: at least one pruning method")
+    if not all(0 < r < 1 for r in keep_ratios):
+        raise app.UsageError(f"--keep_ratios={_KEEP_RATIOS.value}: each must be in (0, 1); 1 is the unpruned "
+                             "student, trained anyway")
+
+    chain_files = []
+    for flagfile in _CHAIN_FLAGS.value:
+        output = os.path.join(work, "chains", os.path.splitext(os.path.basename(flagfile))[0] + ".jsonl")
+        _run(_cli("generate", f"--flagfile={flagfile}", f"--output={output}"),
+             done=os.path.exists(os.path.splitext(output)[0] + ".summary.json"))
+        chain_files.append(output)
+    train_chains = os.path.join(work, "chains", "train.jsonl")
+    _join(chain_files, train_chains)
+
+    for method in _METHODS.value:
+        _run(_cli("prune", f"--flagfile={_PRUNE_FLAGS.value}", f"--method={method}", f"--keep_ratio={keep_ratios[-1]}",
+                  f"--input={train_chains}", f"--output={os.path.join(work, 'pruned', method + '.jsonl')}"),
+             done=False)  # the prune CLI resumes: a finished file costs one model load
+
+    if _BASE_MODEL.value:
+        _evaluate("base", _BASE_MODEL.value)
+    for seed in seeds:
+        # Unpruned: the chains every method pruned (the pruner skips invalid or overlong ones), kept whole.
+        _student(f"unpruned-s{seed}", [f"--chains={os.path.join(work, 'pruned', _METHODS.value[0] + '.jsonl')}",
+                                       "--keep_ratio=1", f"--seed={seed}"])
+        for method in _METHODS.value:
+            for ratio in keep_ratios:
+                _student(f"{method}-k{ratio:g}-s{seed}", [f"--chains={os.path.join(work, 'pruned', method + '.jsonl')}",
+                                                          f"--keep_ratio={ratio}", f"--seed={seed}"])
+
+    _run(_cli("compare", f"--summaries={os.path.join(work, 'eval', '*.summary.json')}",
+              f"--output_dir={os.path.join(work, 'report')}"), done=False)
+
+
+if __name__ == "__main__":
+    app.run(main)

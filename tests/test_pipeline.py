@@ -1,0 +1,111 @@
+"""The experiment pipeline: the comparison table's statistics, the commands the driver runs, and a whole run on a tiny
+model (generate -> prune -> distill -> evaluate -> compare) that a rerun then skips."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from jaxprune.comparison import comparison_rows, markdown_table, plot
+
+
+def _summary(correct, questions, reasoning_tokens, method=None, keep_ratio=None, seed=0, achieved=None):
+    summary = {"questions": questions, "correct": correct, "accuracy": correct / questions,
+               "mean_reasoning_tokens": reasoning_tokens}
+    if method:
+        summary["distillation"] = {"method": method, "keep_ratio": keep_ratio, "seed": seed,
+                                   "achieved_keep_ratio": achieved if achieved is not None else keep_ratio}
+    return summary
+
+
+def test_comparison_groups_seeds_and_pools_questions(tmp_path):
+    summaries = [_summary(300, 1000, 40.0, "greedy", 0.7, seed=0, achieved=0.69),
+                 _summary(500, 1000, 50.0, "greedy", 0.7, seed=1, achieved=0.71),
+                 _summary(100, 1000, 60.0, "uniform", 0.7, seed=0),
+                 _summary(700, 1000, 80.0, "unpruned", 1.0, seed=0),
+                 _summary(20, 1000, 90.0)]
+    rows = comparison_rows(summaries, base_name="untrained")
+    assert [(r["method"], r["keep_ratio"]) for r in rows] == [("untrained", None), ("unpruned", 1.0),
+                                                              ("greedy", 0.7), ("uniform", 0.7)]
+    greedy = rows[2]
+    assert greedy["accuracy"] == pytest.approx(0.4) and greedy["accuracy_sd"] == pytest.approx(math.sqrt(0.02))
+    assert greedy["seeds"] == [0, 1] and greedy["accuracy_per_seed"] == [0.3, 0.5] and greedy["questions"] == 2000
+    assert greedy["achieved_keep_ratio"] == pytest.approx(0.70) and greedy["mean_reasoning_tokens"] == 45.0
+    half_width = 1.96 * math.sqrt(0.4 * 0.6 / 2000)  # 800 of 2000 pooled answers right
+    assert greedy["accuracy_ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
+    assert rows[0]["achieved_keep_ratio"] is None and rows[3]["accuracy_sd"] == 0.0
+
+    table = markdown_table(rows).splitlines()
+    assert len(table) == 2 + len(rows)
+    assert table[4].startswith("| greedy | 0.7 (0.700) | 2 | 40.0% ± 14.1% |") and "30.0%, 50.0%" in table[4]
+    plot(rows, str(tmp_path / "comparison.png"))
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _pipeline_args(tmp_path, tiny_dir):
+    flagfiles = {
+        "chains": [f"--model={tiny_dir}", "--source=generated:6", "--seed=1", "--from_solutions",
+                   "--prompt=gsm8k_hash", "--min_reasoning_chars=0", "--length_percentile=100"],
+        "prune": [f"--model={tiny_dir}", "--show=0"],
+        "distill": [f"--student={tiny_dir}", "--steps=2", "--batch_size=2", "--max_length=128", "--lora_rank=2",
+                    "--checkpoint_every=1"],
+        "evaluate": [f"--model={tiny_dir}", "--source=generated:3", "--seed=2", "--prompt=gsm8k_hash",
+                     "--max_new_tokens=8", "--batch_size=3"],
+    }
+    for name, lines in flagfiles.items():
+        (tmp_path / f"{name}.flags").write_text("\n".join(lines) + "\n")
+    return [f"--work_dir={tmp_path / 'work'}", f"--chain_flags={tmp_path / 'chains.flags'}",
+            f"--prune_flags={tmp_path / 'prune.flags'}", f"--distill_flags={tmp_path / 'distill.flags'}",
+            f"--evaluate_flags={tmp_path / 'evaluate.flags'}", f"--base_model={tiny_dir}"]
+
+
+def test_dry_run_prunes_once_per_method_and_trains_every_student(tmp_path, tiny_dir):
+    result = cli("jaxprune.experiments.pipeline", *_pipeline_args(tmp_path, tiny_dir), "--methods=greedy,uniform",
+                 "--keep_ratios=0.7,0.9", "--seeds=0,1", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if line.startswith("python -m")]
+    prunes = [c for c in commands if "experiments.prune" in c]
+    assert len(prunes) == 2 and all("--keep_ratio=0.7 " in c for c in prunes)
+    distills = [c for c in commands if "experiments.distill" in c]
+    assert len(distills) == 2 * (1 + 2 * 2)  # per seed: unpruned + methods x keep ratios
+    assert sum("--keep_ratio=1 " in c for c in distills) == 2
+    assert sum("greedy.jsonl --keep_ratio=0.9 --seed=1 " in c for c in distills) == 1
+    assert len([c for c in commands if "experiments.evaluate" in c]) == len(distills) + 1  # + the base model
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("bad, message", [("--keep_ratios=0.7,1", "each must be in"),
+                                          ("--seeds=zero", "--seeds"), ("--methods=", "at least one")])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, tiny_dir, bad, message):
+    result = cli("jaxprune.experiments.pipeline", *_pipeline_args(tmp_path, tiny_dir), bad)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_whole_pipeline_on_a_tiny_model_then_a_rerun_skips_every_finished_stage(tmp_path, tiny_dir):
+    args = [*_pipeline_args(tmp_path, tiny_dir), "--methods=greedy,uniform", "--keep_ratios=0.7", "--seeds=0"]
+    result = cli("jaxprune.experiments.pipeline", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    work = tmp_path / "work"
+    rows = json.loads((work / "report" / "comparison.json").read_text())
+    assert sorted((r["method"], r["keep_ratio"]) for r in rows if r["keep_ratio"]) == [
+        ("greedy", 0.7), ("uniform", 0.7), ("unpruned", 1.0)]
+    assert (work / "report" / "comparison.png").exists() and "| greedy | 0.7" in (work / "report" /
+                                                                                   "comparison.md").read_text()
+    for method in ("greedy", "uniform"):
+        pruned = [json.loads(line) for line in (work / "pruned" / f"{method}.jsonl").read_text().splitlines()]
+        summary = json.loads((work / "eval" / f"{method}-k0.7-s0.summary.json").read_text())
+        assert summary["distillation"]["method"] == method
+        assert summary["distillation"]["achieved_keep_ratio"] == pytest.approx(
+            np.mean([r["achieved_keep_ratio"] for r in pruned]))
+        assert summary["questions"] == 3
+    assert os.listdir(work / "students" / "greedy-k0.7-s0" / "tensorboard")  # event files written
+
+    stamps = {p: p.stat().st_mtime_ns for p in (work / "eval").glob("*.summary.json")}
+    rerun = cli("jaxprune.experiments.pipeline", *args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stderr.count("done already") == 1 + 3 * 2 + 1  # generate; distill, evaluate per student; base
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
