@@ -1,6 +1,7 @@
 """Student examples: pruned reasoning at any keep ratio the chain allows, and loss on the assistant turn only."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -67,3 +68,29 @@ def test_distill_cli_trains_and_exports_a_student_transformers_loads(tmp_path, p
 
     student = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out" / "student"))
     assert student.config.vocab_size == 49152
+
+
+def test_two_processes_train_the_same_student_as_one(tmp_path, pruned, tiny_dir):
+    """Two processes joined by jax.distributed (one CPU device each, batch rows split between them) export the
+    student one process with one device trains, and only process 0 writes."""
+    from conftest import cli, run_processes
+    from safetensors.numpy import load_file
+
+    record, _ = pruned
+    chains = tmp_path / "pruned.jsonl"
+    chains.write_text("".join(json.dumps(dict(record, id=f"c{i}", question=f"{record['question']} ({i} tries)",
+                                              pruner=tiny_dir)) + "\n" for i in range(4)))
+    args = [f"--student={tiny_dir}", f"--chains={chains}", "--keep_ratio=0.5", "--steps=3", "--batch_size=2",
+            "--max_length=64", "--learning_rate=1e-3", "--checkpoint_every=2"]
+    single = cli("jaxprune.experiments.distill", *args, f"--output_dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    runs = run_processes("jaxprune.experiments.distill", [*args, f"--output_dir={tmp_path / 'two'}"], count=2)
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-3000:] for run in runs]
+    one, two = (load_file(str(tmp_path / name / "student" / "model.safetensors")) for name in ("one", "two"))
+    base = load_file(str(next(pathlib.Path(tiny_dir).glob("*.safetensors"))))
+    assert one.keys() == two.keys()
+    assert any(not np.allclose(one[name], base[name]) for name in one)  # it trained
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], atol=1e-5, err_msg=name)
+    losses = [[json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl")] for name in ("one", "two")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

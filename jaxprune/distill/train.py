@@ -93,6 +93,22 @@ def make_batch(examples: Sequence[Example], indices: np.ndarray, max_length: int
     return tokens, loss_mask, valid
 
 
+def _placed_batch(examples, indices, max_length, pad_id, batch_sharding):
+    """The global batch as arrays split by `batch_sharding`, each process building only the rows its devices hold
+    (with several hosts, each reads its own share of every batch)."""
+    shape = (len(indices), max_length)
+    rows = {}  # one make_batch per distinct row slice (devices that replicate a slice share it)
+
+    def shard(index, field):
+        key = index[0].indices(len(indices))
+        if key not in rows:
+            rows[key] = make_batch(examples, indices[index[0]], max_length, pad_id)
+        return rows[key][field]
+
+    return [jax.make_array_from_callback(shape, batch_sharding, functools.partial(shard, field=field))
+            for field in range(3)]
+
+
 def masked_loss(model: Llama, tokens, loss_mask, valid) -> jax.Array:
     """Mean negative log-likelihood of the target tokens (`loss_mask`), each predicted from the tokens before it."""
     hidden, _, _ = model.hidden_states(tokens, positions_from_keep(valid), causal_mask(valid))
@@ -163,8 +179,9 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
             raise ValueError(f"{checkpoint_dir}: checkpoint at step {step} was written with another batch size")
     while step < config.steps:
         indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
-        batch = [jnp.asarray(x) if mesh is None else jax.device_put(x, sharding.batch_sharding(mesh, 2, rules))
-                 for x in make_batch(examples, indices, config.max_length, pad_id)]
+        batch = (list(map(jnp.asarray, make_batch(examples, indices, config.max_length, pad_id))) if mesh is None
+                 else _placed_batch(examples, indices, config.max_length, pad_id, sharding.batch_sharding(mesh, 2,
+                                                                                                      rules)))
         trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *batch, optimizer=optimizer,
                                                  lora_scale=scale, compute_dtype=compute_dtype)
         step += 1

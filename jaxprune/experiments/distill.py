@@ -8,8 +8,9 @@ template; loss is on the assistant turn only (`jaxprune/distill/`). Checkpoints 
 data position) go to --output_dir/checkpoints, so a rerun resumes. The loss goes to --output_dir/metrics.jsonl and
 to TensorBoard event files in --output_dir/tensorboard. The trained student is written to --output_dir/student,
 loadable by `transformers`, with `distillation.json` beside its weights (chains, method, keep ratio asked and
-achieved, training settings), which the evaluate CLI copies into its summary. One process (any number of local
-devices); multi-host training is not wired up yet.
+achieved, training settings), which the evaluate CLI copies into its summary. With several processes
+(`--coordinator_address`, see `jaxprune/distributed.py`) the mesh spans every host's devices, each host builds its
+own rows of every batch, and process 0 writes the metrics and the student.
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ import os
 
 from absl import app, flags, logging
 
+from jaxprune import distributed
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.distill.lora import DEFAULT_TARGETS
 
@@ -66,6 +68,7 @@ def main(argv):
         if _KEEP_RATIO.value < 1 and not (_PRUNER.value or record.get("pruner")):
             raise app.UsageError(f"{where}: no field 'pruner' to decode its tokens with; pass --pruner")
 
+    distributed.initialize()
     import jax
     import jax.numpy as jnp
     from tensorboardX import SummaryWriter
