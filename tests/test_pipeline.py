@@ -4,6 +4,7 @@ model (generate -> prune -> distill -> evaluate -> compare) that a rerun then sk
 import json
 import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -109,3 +110,10 @@ def test_whole_pipeline_on_a_tiny_model_then_a_rerun_skips_every_finished_stage(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stderr.count("done already") == 1 + 3 * 2 + 1  # generate; distill, evaluate per student; base
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.parametrize("flagfile", sorted(str(p) for p in pathlib.Path("experiments").glob("*/pipeline.flags")))
+def test_shipped_pipeline_flagfiles_parse_and_name_existing_stage_flagfiles(flagfile):
+    result = cli("jaxprune.experiments.pipeline", f"--flagfile={flagfile}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "experiments.compare" in result.stdout.splitlines()[-1]
