@@ -1,0 +1,80 @@
+"""Analysis statistics on constructed inputs with known answers: functional roles (a hand-labelled passage covering
+every priority rule) and pruning patterns (planted deletion orders)."""
+
+import pytest
+
+from jaxprune.analysis.patterns import markdown_table, plot, retention
+from jaxprune.analysis.roles import CATEGORIES, tag_words, token_roles
+
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether?")
+S, M, C, E, V, F = CATEGORIES  # symbolic math, meta-discourse, coreference, entity name, verbal math, function
+# (word, role) by hand; whitespace is left out. Each line exercises a rule or a priority between two rules.
+LABELLED = [
+    ("First", M), (",", F), ("we", M), ("need", M), ("to", M), ("find", M),  # a discourse phrase beats coreference
+    ("how", F), ("many", F), ("clips", E), ("she", C), ("sold", F), ("in", F), ("May", E), (":", F),
+    ("48", S), ("/", S), ("2", S), ("=", S), ("24", S), ("clips", E), (".", F),
+    ("Step", M), ("2", M), (":", F),                                          # a step number is discourse
+    ("So", M), ("Natalia", E), ("sold", F), ("48", S), ("+", S), ("24", S), ("=", S), ("$72", S),
+    ("clips", E), ("altogether", V), (".", F),
+    ("Let", M), ("x", S), ("=", S), ("5", S), (",", F), ("and", F),          # a variable beside '=' is symbolic
+    ("0.2", S), ("x", S), ("50", S), ("is", F), ("twice", V), ("this", C), (".", F),  # 'x' between numbers
+    ("1", M), (".", F), ("The", M), ("final", M), ("answer", M), ("is", M), ("1,200", S), (".", F),  # list marker
+    ("-", M), ("Her", C), ("friends", E), ("got", F), ("5", S), ("more", V), ("each", V), (".", F),
+    ("Working", F), ("50", S), ("minutes", E), ("at", F), ("25%", S), ("per", V), ("hour", F), ("is", F),
+    ("a", F), ("rate", V), ("of", F), ("3", S), ("dozen", V), ("Bob", E), ("knows", F), ("it", C), ("!", F),
+]
+TEXT = ("First, we need to find how many clips she sold in May: 48/2 = 24 clips.\nStep 2: So Natalia sold "
+        "48 + 24 = $72 clips altogether. Let x = 5, and 0.2 x 50 is twice this.\n1. The final answer is 1,200.\n"
+        "- Her friends got 5 more each.\nWorking 50 minutes at 25% per hour is a rate of 3 dozen Bob knows it!")
+
+
+def test_tagger_matches_a_hand_labelled_passage_covering_every_rule():
+    words = [(w.text, w.role) for w in tag_words(TEXT, QUESTION) if w.kind != "space"]
+    assert [w for w, _ in words] == [w for w, _ in LABELLED]
+    mismatches = [(i, word, role, expected) for i, ((word, role), (_, expected)) in enumerate(zip(words, LABELLED))
+                  if role != expected]
+    assert not mismatches
+    assert {role for _, role in LABELLED} == set(CATEGORIES)
+
+
+def test_same_word_in_the_same_role_gets_the_same_label_everywhere():
+    text = "The clips were red. She bought 3 clips, and the clips broke, so 2 more clips of hers were sold."
+    roles = [(w.text, w.role) for w in tag_words(text) if w.text in ("clips", "more")]
+    assert roles == [("clips", E)] * 3 + [("more", V), ("clips", E)]  # counted once: an entity everywhere
+
+
+def test_model_tokens_take_the_strongest_role_they_overlap():
+    tokens = ["She", " sold", " 48", "/", "2", "=$", "24", " clips", ".\n", "So", " it", " is", " half", "."]
+    assert token_roles(tokens, QUESTION) == [C, F, S, S, S, S, S, E, F, M, C, F, V, F]
+    assert token_roles([" ", "\n\n"]) == [F, F]
+
+
+def _record(order):
+    return {"deletion_order": order}
+
+
+def test_retention_against_uniform_on_a_planted_order():
+    """Ten tokens: four FUNCTION deleted first, then two COREFERENCE; numbers never."""
+    roles = [F, S, F, C, S, F, C, S, F, V]
+    order = [0, 2, 5, 8, 3, 6]
+    result = retention([_record(order)], [roles], [0.8, 0.6, 0.4])
+    at_08, at_06, at_04 = result["rows"]
+    assert at_08["overall_kept"] == 0.8 and at_08["retention"][F] == 0.5 and at_08["retention"][S] == 1.0
+    assert at_08["ratio_to_uniform"][F] == pytest.approx(0.625) and at_08["ratio_to_uniform"][S] == pytest.approx(1.25)
+    assert at_06["retention"][F] == 0.0 and at_06["retention"][C] == 1.0
+    assert at_04["retention"][C] == 0.0 and at_04["retention"][V] == 1.0 and at_04["chains"] == 1
+    assert E not in at_04["retention"]  # no entity tokens: no number rather than a division by zero
+    short = retention([_record(order[:2])], [roles], [0.4])["rows"][0]
+    assert short["chains"] == 0  # a chain pruned only to 0.8 says nothing about 0.4
+
+
+def test_patterns_table_and_plot(tmp_path):
+    roles = [F, S, F, C, S, F, C, S, F, V]
+    results = {"greedy": retention([_record([0, 2, 5, 8])], [roles], [0.8, 0.6]),
+               "uniform": retention([_record([1, 3, 9, 4])], [roles], [0.8, 0.6])}
+    table = markdown_table(results).splitlines()
+    assert table[0].startswith("| method | keep ratio | SYMBOLIC_MATH") and len(table) == 2 + 4
+    assert table[3].startswith("| greedy | 0.6 | 1.67 |")  # all three numbers kept of 60%
+    plot(results, str(tmp_path / "patterns.png"))
+    assert (tmp_path / "patterns.png").read_bytes()[:4] == b"\x89PNG"
