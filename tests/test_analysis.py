@@ -78,3 +78,38 @@ def test_patterns_table_and_plot(tmp_path):
     assert table[3].startswith("| greedy | 0.6 | 1.67 |")  # all three numbers kept of 60%
     plot(results, str(tmp_path / "patterns.png"))
     assert (tmp_path / "patterns.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
+    import json
+
+    from conftest import cli
+    from jaxprune.analysis.patterns import chain_roles
+    from jaxprune.checkpoints import load_model
+    from jaxprune.pruning.greedy import PruneConfig
+    from jaxprune.pruning.runner import RunConfig, prune_dataset
+
+    chain = {"question": QUESTION, "answer": "#### 72", "system": "Be brief.",
+             "reasoning": "She sold 48 / 2 = 24 clips in May.\nSo Natalia sold 48 + 24 = 72 clips altogether.\n"}
+    (tmp_path / "chains.jsonl").write_text("".join(json.dumps(dict(chain, id=f"c{i}")) + "\n" for i in range(2)))
+    model, tokenizer = load_model(tiny_dir)
+    for method in ("greedy", "uniform"):
+        prune_dataset(RunConfig(input=str(tmp_path / "chains.jsonl"), output=str(tmp_path / f"{method}.jsonl"),
+                                prune=PruneConfig(keep_ratio=0.7), method=method, model=tiny_dir), model, tokenizer)
+    result = cli("jaxprune.experiments.analyze", f"--pruned={tmp_path / 'greedy.jsonl'},{tmp_path / 'uniform.jsonl'}",
+                 f"--output_dir={tmp_path / 'report'}", "--keep_ratios=0.9,0.7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "patterns.json").read_text())
+    assert list(report) == ["greedy", "uniform"]
+    records = [json.loads(line) for line in (tmp_path / "uniform.jsonl").read_text().splitlines()]
+    expected = retention(records, [chain_roles(r, tokenizer) for r in records], [0.9, 0.7])
+    assert report["uniform"] == json.loads(json.dumps(expected))
+    page = (tmp_path / "report" / "chains.html").read_text()
+    assert page.count('class="chain"') == 4 and 'data-rolecolour="#f4a3a3"' in page  # symbolic math shown
+    assert (tmp_path / "report" / "patterns.png").exists() and "| uniform | 0.7 |" in (
+        tmp_path / "report" / "patterns.md").read_text()
+
+    bad = tmp_path / "teacher.jsonl"
+    bad.write_text(json.dumps(dict(chain, id="c0")) + "\n")
+    refused = cli("jaxprune.experiments.analyze", f"--pruned={bad}", f"--output_dir={tmp_path / 'r2'}")
+    assert refused.returncode != 0 and f"{bad}:1: field 'reasoning_token_ids' is missing" in refused.stderr

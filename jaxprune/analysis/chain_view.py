@@ -1,5 +1,5 @@
 """Shows pruned chains: reasoning tokens coloured by the step at which they were deleted, in a terminal or as a
-self-contained HTML page (with a slider that replays the deletions)."""
+self-contained HTML page (with a slider that replays the deletions, and optionally colours by functional role)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto;
 <p>Reasoning tokens are coloured by the step at which the pruner deleted them: pale first (least important), dark
 red last; bold tokens survive. Move the slider to replay the deletions.</p>
 <label>deletions shown: <input id="slider" type="range" min="0" max="100" value="100"> <span id="pct">100</span>%</label>
+{role_control}
 {chains}
 <script>
 const data = {data};
@@ -72,6 +73,12 @@ function show() {{
   }});
 }}
 slider.addEventListener('input', show); show();
+const colouring = document.getElementById('colouring');
+if (colouring) colouring.addEventListener('change', () => {{
+  document.querySelectorAll('.tok').forEach(t => {{
+    t.style.background = colouring.value === 'role' ? t.dataset.rolecolour : (t.dataset.stepcolour || '');
+  }});
+}});
 </script></body></html>
 """
 
@@ -82,19 +89,39 @@ def _colour(step: int, total: int) -> str:
     return f"hsl({50 - 50 * fraction:.0f}, 85%, {lightness:.0f}%)"
 
 
-def html_view(records: Sequence[dict[str, Any]], tokenizer) -> str:
-    """One self-contained HTML page for several pruned chains."""
+# Functional roles (jaxprune/analysis/roles.py), in priority order.
+ROLE_COLOURS = {"SYMBOLIC_MATH": "#f4a3a3", "META_DISCOURSE": "#a9c8f5", "COREFERENCE": "#f7d48b",
+                "ENTITY_NAME": "#a8e0b0", "VERBAL_MATH": "#d5b3ee", "FUNCTION": "#e4e4e4"}
+
+
+def _role_control() -> str:
+    legend = " ".join(f'<span class="tok" style="background:{colour}">{role.lower()}</span>'
+                      for role, colour in ROLE_COLOURS.items())
+    return (f'<p><label>colour by: <select id="colouring"><option value="step">deletion step</option>'
+            f'<option value="role">functional role</option></select></label> {legend}</p>')
+
+
+def html_view(records: Sequence[dict[str, Any]], tokenizer,
+              roles: Sequence[Sequence[str]] | None = None) -> str:
+    """One self-contained HTML page for several pruned chains; with `roles` (one per reasoning token of each
+    chain) the tokens can also be coloured by functional role."""
     blocks, data = [], []
-    for record in records:
+    for index, record in enumerate(records):
         steps = deletion_steps(record)
         total = len(record["deletion_order"])
+        chain_roles = roles[index] if roles is not None else [None] * len(steps)
         spans = []
-        for text, step in zip(token_texts(tokenizer, record["reasoning_token_ids"]), steps):
+        for text, step, role in zip(token_texts(tokenizer, record["reasoning_token_ids"]), steps, chain_roles):
+            role_data = (f' data-rolecolour="{ROLE_COLOURS[role]}"' if role else "")
+            role_title = f", {role.lower()}" if role else ""
             if step is None:
-                spans.append(f'<span class="tok kept" data-step="0" title="kept">{html.escape(text)}</span>')
+                spans.append(f'<span class="tok kept" data-step="0"{role_data} title="kept{role_title}">'
+                             f'{html.escape(text)}</span>')
             else:
-                spans.append(f'<span class="tok" data-step="{step}" style="background:{_colour(step, total)}" '
-                             f'title="deleted at step {step} of {total}">{html.escape(text)}</span>')
+                colour = _colour(step, total)
+                spans.append(f'<span class="tok" data-step="{step}" data-stepcolour="{colour}"{role_data} '
+                             f'style="background:{colour}" title="deleted at step {step} of {total}{role_title}">'
+                             f'{html.escape(text)}</span>')
         blocks.append(
             f'<div class="chain"><div class="meta">{html.escape(str(record["id"]))} &middot; '
             f'{html.escape(record.get("method", "greedy"))} &middot; keep ratio <span class="ratio"></span></div>'
@@ -102,4 +129,5 @@ def html_view(records: Sequence[dict[str, Any]], tokenizer) -> str:
             f'<div class="reasoning">{"".join(spans)}</div>'
             f'<p><b>A:</b> {html.escape(record["answer"])}</p></div>')
         data.append({"total": total, "length": len(steps)})
-    return _PAGE.format(chains="\n".join(blocks), data=json.dumps(data))
+    return _PAGE.format(chains="\n".join(blocks), data=json.dumps(data),
+                        role_control=_role_control() if roles is not None else "")
