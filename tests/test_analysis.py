@@ -113,3 +113,72 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
     bad.write_text(json.dumps(dict(chain, id="c0")) + "\n")
     refused = cli("jaxprune.experiments.analyze", f"--pruned={bad}", f"--output_dir={tmp_path / 'r2'}")
     assert refused.returncode != 0 and f"{bad}:1: field 'reasoning_token_ids' is missing" in refused.stderr
+
+
+def test_deletion_ranks_and_dynamic_versus_static_on_planted_rankings():
+    import numpy as np
+
+    from jaxprune.analysis.importance import deletion_ranks, dynamic_versus_static, spearman
+
+    record = {"reasoning_token_ids": list(range(6)), "deletion_order": [3, 1, 4, 0]}
+    ranks = deletion_ranks(record)
+    assert ranks.tolist() == [4, 2, 5, 1, 3, 5]  # 2 and 5 are kept: they share the last rank
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3])) and spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    # Re-evaluated after 2 deletions the ranking is right about the rest; the first ranking had it backwards.
+    first = np.array([0.0, 9.0, 5.0, 10.0, -3.0, 5.0])  # right about the first two deletions (3, then 1) only
+    later = np.array([0.5, np.nan, -2.0, np.nan, 1.0, -2.0])  # tokens 1 and 3 are gone
+    result = dynamic_versus_static({0: first, 2: later}, record)
+    assert result[0]["dynamic"] == result[0]["static"]
+    assert result[2]["dynamic"] == 1.0 and result[2]["static"] == -1.0
+    assert -1.0 <= result[2]["random"] <= 1.0
+
+
+def test_mlp_predicts_a_learnable_target_and_not_noise():
+    import numpy as np
+
+    from jaxprune.analysis.importance import fit_mlp
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 6))
+    signal = np.sin(2 * x[:, 0]) + x[:, 1] ** 2 - x[:, 2] * x[:, 3]
+    fitted = fit_mlp(x[:400], signal[:400], x[400:], signal[400:], hidden=64, steps=1500)
+    assert fitted["pearson_r"] > 0.9
+    noise = rng.standard_normal(600)
+    assert abs(fit_mlp(x[:400], noise[:400], x[400:], noise[400:], steps=300)["pearson_r"]) < 0.25
+
+
+def test_attention_received_and_rescoring_agree_with_the_pruning_kernel(tiny_dir, tmp_path):
+    import json
+
+    import numpy as np
+
+    from jaxprune.analysis.importance import attention_received, record_split, rescored
+    from jaxprune.checkpoints import load_model
+    from jaxprune.pruning.greedy import PruneConfig
+    from jaxprune.pruning.runner import RunConfig, prune_dataset
+    from jaxprune.pruning.scoring import Scorer
+
+    chain = {"id": "c0", "question": QUESTION, "answer": "#### 72", "system": "Be brief.",
+             "reasoning": "She sold 48 / 2 = 24 clips in May, so 48 + 24 = 72."}
+    (tmp_path / "chains.jsonl").write_text(json.dumps(chain) + "\n")
+    model, tokenizer = load_model(tiny_dir)
+    prune_dataset(RunConfig(input=str(tmp_path / "chains.jsonl"), output=str(tmp_path / "greedy.jsonl"),
+                            prune=PruneConfig(keep_ratio=0.6)), model, tokenizer)
+    record = json.loads((tmp_path / "greedy.jsonl").read_text())
+    split = record_split(record)
+    scorer = Scorer(model)
+
+    received = attention_received(model, split)
+    layers, heads, n = received.from_later.shape
+    assert (layers, heads, n) == (2, 4, len(split.reasoning)) and received.features().shape == (n, 4)
+    start = len(split.prompt)
+    later_queries = len(split.prompt + split.reasoning + split.answer) - 1 - np.arange(start, start + n)
+    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    kernel = scorer.base_pass(tokens, with_attention=True).attention_received[start:start + n]
+    np.testing.assert_allclose(received.from_later.sum(axis=(0, 1)) * later_queries, kernel, rtol=1e-4)
+
+    order = record["deletion_order"]
+    for step in range(len(order)):  # re-scored after s deletions, the best candidate is the (s+1)-th deletion
+        scores = rescored(scorer, split, order[:step])
+        assert np.isnan(scores[order[:step]]).all()
+        assert int(np.nanargmax(scores)) == order[step]

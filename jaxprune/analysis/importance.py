@@ -1,0 +1,143 @@
+"""Does the model's attention, or an earlier ranking, predict what greedy pruning deletes? (SPEC section 6)
+
+* Attention: for each reasoning token, the attention it receives per layer and head, averaged over the later
+  queries and over the answer's queries, from one forward pass over the whole chain.
+* Attention against pruning: Spearman correlation, per chain, between attention received and the greedy deletion
+  step (kept tokens rank after every deleted one); and a 2-layer MLP on per-layer attention features that predicts
+  each token's post-deletion log-likelihood (the greedy score of deleting it first), Pearson r on held-out chains.
+* Dynamic against static importance: the ranking re-scored after s deletions against the order in which the
+  remaining tokens were actually deleted, compared with the first ranking restricted to the same tokens and with a
+  random ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import stats
+
+from jaxprune.data.prompts import TokenSplit
+from jaxprune.models.llama import Llama, causal_mask, positions_from_keep
+from jaxprune.pruning.scoring import Scorer
+
+
+def record_split(record: dict[str, Any]) -> TokenSplit:
+    """The token spans a pruned record was scored with."""
+    return TokenSplit(tuple(record["prompt_token_ids"]), tuple(record["reasoning_token_ids"]),
+                      tuple(record["answer_token_ids"]))
+
+
+def deletion_ranks(record: dict[str, Any]) -> np.ndarray:
+    """Each reasoning token's deletion step (1 = deleted first); tokens never deleted share the last rank."""
+    order = record["deletion_order"]
+    ranks = np.full(len(record["reasoning_token_ids"]), len(order) + 1, np.float64)
+    ranks[np.asarray(order, np.int64)] = np.arange(1, len(order) + 1)
+    return ranks
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionReceived:
+    """Attention each reasoning token receives, `[layers, heads, reasoning tokens]`."""
+
+    from_later: np.ndarray   # mean over every later query (reasoning and answer)
+    from_answer: np.ndarray  # mean over the answer's queries
+
+    def features(self) -> np.ndarray:
+        """Per token: the head-mean of both per layer, `[reasoning tokens, 2 * layers]`."""
+        return np.concatenate([self.from_later.mean(axis=1), self.from_answer.mean(axis=1)]).T
+
+
+def attention_received(model: Llama, split: TokenSplit) -> AttentionReceived:
+    """One forward pass over `prompt + reasoning + answer` with attention probabilities returned."""
+    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)[None]
+    keep = np.ones(tokens.shape, bool)
+    output = model(jnp.asarray(tokens), positions_from_keep(keep), causal_mask(keep), return_attention=True)
+    probs = np.stack([np.asarray(layer[0]) for layer in output.attentions])  # [layers, heads, query, key]
+    start, end, length = len(split.prompt), len(split.prompt) + len(split.reasoning), tokens.shape[1]
+    later = np.stack([probs[:, :, key + 1:, key].mean(axis=-1) for key in range(start, end)], axis=-1)
+    answer = probs[:, :, end:length, start:end].mean(axis=2)
+    return AttentionReceived(later, answer)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def first_step_scores(scorer: Scorer, split: TokenSplit, objective: str = "joint") -> np.ndarray:
+    """The objective's log-likelihood after deleting each reasoning token from the whole chain."""
+    return rescored(scorer, split, [], objective)
+
+
+def rescored(scorer: Scorer, split: TokenSplit, deleted: Sequence[int], objective: str = "joint") -> np.ndarray:
+    """Greedy scores of every reasoning token after `deleted` are gone: NaN for those, else the objective's
+    log-likelihood after also deleting the token (higher = cheaper to delete)."""
+    reasoning = np.asarray(split.reasoning, np.int64)
+    gone = set(int(i) for i in deleted)
+    remaining = np.asarray([i for i in range(len(reasoning)) if i not in gone], np.int64)
+    tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
+    scores = scorer.score_step(tokens, len(split.prompt), len(remaining), scorer.base_pass(tokens))
+    out = np.full(len(reasoning), np.nan)
+    out[remaining[scores.candidates - len(split.prompt)]] = scores.objective(objective)
+    return out
+
+
+def ranking_agreement(scores: np.ndarray, ranks: np.ndarray, tokens: np.ndarray) -> float:
+    """How well `scores` (higher = deleted sooner) order `tokens` by their actual deletion `ranks`: Spearman of
+    -scores against ranks, 1 for a perfect prediction."""
+    return spearman(-scores[tokens], ranks[tokens])
+
+
+def dynamic_versus_static(step_scores: dict[int, np.ndarray], record: dict[str, Any], seed: int = 0
+                          ) -> dict[int, dict[str, float]]:
+    """At each step s of `step_scores` (scores re-evaluated after the first s deletions; step 0 must be there):
+    agreement with the later deletions of the re-evaluated ranking, of the first ranking, and of a random one, over
+    the tokens still present at s."""
+    ranks = deletion_ranks(record)
+    order = record["deletion_order"]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for step, scores in sorted(step_scores.items()):
+        tokens = np.asarray(sorted(set(range(len(ranks))) - set(order[:step])), np.int64)
+        out[step] = {"dynamic": ranking_agreement(scores, ranks, tokens),
+                     "static": ranking_agreement(step_scores[0], ranks, tokens),
+                     "random": ranking_agreement(rng.standard_normal(len(ranks)), ranks, tokens)}
+    return out
+
+
+def fit_mlp(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, hidden: int = 32,
+            steps: int = 2000, learning_rate: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0) -> dict:
+    """A 2-layer MLP (ReLU) fitted by full-batch AdamW on standardised features and targets; returns the held-out
+    Pearson r and predictions."""
+    mean, scale = train_x.mean(0), train_x.std(0) + 1e-8
+    y_mean, y_scale = train_y.mean(), train_y.std() + 1e-8
+    x = jnp.asarray((train_x - mean) / scale, jnp.float32)
+    y = jnp.asarray((train_y - y_mean) / y_scale, jnp.float32)
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = {"w1": jax.random.normal(k1, (x.shape[1], hidden)) * np.sqrt(2 / x.shape[1]), "b1": jnp.zeros(hidden),
+              "w2": jax.random.normal(k2, (hidden,)) * np.sqrt(1 / hidden), "b2": jnp.zeros(())}
+
+    def predict(params, x):
+        return jax.nn.relu(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    @jax.jit
+    def step(params, state):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean((predict(p, x) - y) ** 2))(params)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    state = optimizer.init(params)
+    for _ in range(steps):
+        params, state, _ = step(params, state)
+    predictions = np.asarray(predict(params, jnp.asarray((test_x - mean) / scale, jnp.float32))) * y_scale + y_mean
+    return {"pearson_r": float(stats.pearsonr(predictions, test_y).statistic), "predictions": predictions}
