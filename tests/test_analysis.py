@@ -182,3 +182,26 @@ def test_attention_received_and_rescoring_agree_with_the_pruning_kernel(tiny_dir
         scores = rescored(scorer, split, order[:step])
         assert np.isnan(scores[order[:step]]).all()
         assert int(np.nanargmax(scores)) == order[step]
+
+
+def test_answer_preservation_reads_the_continuation_after_the_answer_opening(smollm2):
+    """A model wired to answer " 7" right after "####": chains whose teacher said 7 are preserved, the one whose
+    teacher said 8 is not; chains pruned short of a keep ratio are left out of it."""
+    from conftest import scripted_model
+    from jaxprune.analysis.preservation import answer_opening, answer_preservation, kept_prompt
+    from jaxprune.data.prompts import split_chain
+
+    tokenizer = smollm2[1]
+    records = []
+    for index, (answer, order) in enumerate([("#### 7", [0, 1, 2]), ("#### 7", [2]), ("#### 8", [1, 0, 3])]):
+        split = split_chain(tokenizer, "What is 3 + 4?", "Three plus four is seven.\n", answer, "Be brief.")
+        records.append({"id": f"c{index}", "dataset": "gsm8k", "answer": answer, "prediction": answer[5:],
+                        "prompt_token_ids": list(split.prompt), "reasoning_token_ids": list(split.reasoning),
+                        "answer_token_ids": list(split.answer), "deletion_order": order})
+    opening = answer_opening(records[0], tokenizer)
+    assert tokenizer.decode(opening) == "####"
+    assert len(kept_prompt(records[0], 0.7)) == len(records[0]["prompt_token_ids"]) + 7 - 3
+    model = scripted_model(tokenizer, opening[-1], " 7")
+    result = answer_preservation(model, tokenizer, records, [1.0, 0.7], max_new_tokens=4, batch_size=2)
+    assert result[1.0]["chains"] == 3 and result[1.0]["preserved"] == 2
+    assert result[0.7]["chains"] == 2 and result[0.7]["preserved"] == 1  # c1 was pruned by one token only

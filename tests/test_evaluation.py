@@ -36,40 +36,12 @@ def test_summary_counts_and_means():
 SCRIPT = 'Five plus two makes seven. {"answer": 7}'
 
 
-def scripted_model(tokenizer, first_after: int, script: str, hidden_size: int = 64):
-    """A real Llama whose weights make it a bigram machine: after `first_after` it writes the tokens of `script`,
-    then end-of-turn. Attention and MLP outputs are zero, so the next token depends on the current one only: each
-    token of the chain gets its own unit embedding, and the head maps it onto its successor."""
-    from flax import nnx
-
-    from jaxprune.models import Llama, ModelConfig
-
-    script_ids = tokenizer(script, add_special_tokens=False).input_ids
-    chain = [first_after, *script_ids, tokenizer.eos_token_id]
-    assert len(set(chain[:-1])) == len(chain) - 1 <= hidden_size, "a bigram script needs distinct tokens"
-    config = ModelConfig(model_type="llama", vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=32,
-                         num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, max_position_embeddings=512,
-                         tie_word_embeddings=False, eos_token_ids=(tokenizer.eos_token_id,))
-    model = Llama(config, rngs=nnx.Rngs(0))
-    embed = np.zeros((config.vocab_size, hidden_size), np.float32)
-    head = np.zeros((hidden_size, config.vocab_size), np.float32)
-    for slot, (token, successor) in enumerate(zip(chain, chain[1:])):
-        embed[token, slot] = 1.0
-        head[slot, successor] = 10.0
-    model.embed_tokens[...] = embed
-    model.lm_head.kernel[...] = head
-    for layer in model.layers:
-        layer.self_attn.o_proj.kernel[...] = np.zeros_like(layer.self_attn.o_proj.kernel[...])
-        layer.mlp.down_proj.kernel[...] = np.zeros_like(layer.mlp.down_proj.kernel[...])
-    return model
-
-
 def test_evaluate_cli_scores_a_model_that_emits_a_known_string_exactly(smollm2, tmp_path):
     """The whole evaluation path (chat prompt, decoding, answer split, extraction, checking, summary) on a model
     whose every answer is known: 7, against golds of which three are 7."""
     import json
 
-    from conftest import cli
+    from conftest import cli, scripted_model
     from jaxprune.checkpoints import save_hf_model
     from jaxprune.data.prompts import SYSTEM_PROMPTS, generation_prompt
 

@@ -1,0 +1,63 @@
+"""Answer preservation (SPEC section 7): does the model still reach the teacher's answer from the pruned reasoning?
+
+For a chain at keep ratio k the model reads its prompt, the reasoning tokens kept at k (the pruner's own ids, never
+re-tokenized) and the opening of the answer up to where the value starts (`#### `, `{"answer": "`, `\\boxed{`: the
+first tokens of the chain's answer span), then decodes greedily. The chain is preserved when the answer extracted
+from that continuation equals the teacher's. Comparing methods at the same keep ratio compares them at identical
+per-example lengths, since every method deletes `N - int(N * k)` tokens of each chain.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from jaxprune.data.answers import extract_answer, is_correct
+from jaxprune.data.teacher import end_of_turn_ids
+from jaxprune.evaluation import bootstrap_interval
+from jaxprune.generation import SamplingConfig, generate
+from jaxprune.pruning.greedy import deletions_for
+
+
+def answer_opening(record: dict[str, Any], tokenizer) -> list[int]:
+    """The shortest prefix of the chain's answer tokens whose text reaches the answer value: everything before
+    the teacher's prediction (or before the first digit) in the answer text."""
+    answer, prediction = record["answer"], record.get("prediction") or ""
+    cut = answer.find(prediction) if prediction and prediction in answer else next(
+        (i for i, ch in enumerate(answer) if ch.isdigit()), len(answer))
+    opening = answer[:cut].rstrip()
+    ids = record["answer_token_ids"]
+    for count in range(len(ids) + 1):
+        if tokenizer.decode(ids[:count]).rstrip().endswith(opening) or not opening:
+            return list(ids[:count])
+    raise ValueError(f"chain {record['id']!r}: its answer tokens never spell {opening!r}")
+
+
+def kept_prompt(record: dict[str, Any], keep_ratio: float) -> list[int]:
+    """The chain's prompt and the reasoning kept at `keep_ratio`, as token ids."""
+    reasoning = record["reasoning_token_ids"]
+    deleted = set(record["deletion_order"][:deletions_for(len(reasoning), keep_ratio)])
+    return list(record["prompt_token_ids"]) + [token for i, token in enumerate(reasoning) if i not in deleted]
+
+
+def answer_preservation(model, tokenizer, records: Sequence[dict[str, Any]], keep_ratios: Sequence[float], *,
+                        max_new_tokens: int = 256, batch_size: int = 16) -> dict[float, dict[str, Any]]:
+    """Per keep ratio: how many chains still give the teacher's answer, the rate and its 95% bootstrap interval.
+    Chains whose deletion order stops short of a keep ratio are left out of it."""
+    jobs = [(keep_ratio, record, answer_opening(record, tokenizer)) for keep_ratio in keep_ratios
+            for record in records
+            if deletions_for(len(record["reasoning_token_ids"]), keep_ratio) <= len(record["deletion_order"])]
+    if not jobs:
+        return {}
+    prompts = [kept_prompt(record, keep_ratio) + opening for keep_ratio, record, opening in jobs]
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, stop_token_ids=end_of_turn_ids(model, tokenizer))
+    outputs = generate(model, prompts, sampling, batch_size=min(batch_size, len(prompts)),
+                       pad_id=tokenizer.pad_token_id or 0)
+    outcomes: dict[float, list[float]] = {keep_ratio: [] for keep_ratio in keep_ratios}
+    for (keep_ratio, record, opening), output in zip(jobs, outputs):
+        dataset = record.get("dataset", "gsm8k")
+        prediction = extract_answer(tokenizer.decode(opening + output, skip_special_tokens=True), dataset)
+        teacher = record.get("prediction") or extract_answer(record["answer"], dataset)
+        outcomes[keep_ratio].append(float(teacher is not None and is_correct(prediction, teacher, dataset)))
+    return {keep_ratio: {"chains": len(values), "preserved": int(sum(values)), "rate": sum(values) / len(values),
+                         "rate_ci95": list(bootstrap_interval(values))}
+            for keep_ratio, values in outcomes.items() if values}
