@@ -97,8 +97,16 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
         prune_dataset(RunConfig(input=str(tmp_path / "chains.jsonl"), output=str(tmp_path / f"{method}.jsonl"),
                                 prune=PruneConfig(keep_ratio=0.7), method=method, model=tiny_dir), model, tokenizer)
     result = cli("jaxprune.experiments.analyze", f"--pruned={tmp_path / 'greedy.jsonl'},{tmp_path / 'uniform.jsonl'}",
-                 f"--output_dir={tmp_path / 'report'}", "--keep_ratios=0.9,0.7")
+                 f"--output_dir={tmp_path / 'report'}", "--keep_ratios=0.9,0.7", "--importance_chains=2",
+                 "--preservation_chains=2", "--max_new_tokens=8")
     assert result.returncode == 0, result.stderr[-3000:]
+    importance = json.loads((tmp_path / "report" / "importance.json").read_text())
+    assert importance["chains"] == 2 and importance["held_out_chains"] == 1
+    assert len(importance["spearman_per_layer"]) == 2 and set(importance["dynamic_vs_static"]) == {
+        "0.0", "0.25", "0.5", "0.75"}
+    preserved = json.loads((tmp_path / "report" / "preservation.json").read_text())
+    assert set(preserved) == {"greedy", "uniform"} and preserved["uniform"]["0.7"]["chains"] == 2
+    assert "## Answer preservation" in (tmp_path / "report" / "report.md").read_text()
     report = json.loads((tmp_path / "report" / "patterns.json").read_text())
     assert list(report) == ["greedy", "uniform"]
     records = [json.loads(line) for line in (tmp_path / "uniform.jsonl").read_text().splitlines()]

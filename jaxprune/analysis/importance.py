@@ -141,3 +141,76 @@ def fit_mlp(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
         params, state, _ = step(params, state)
     predictions = np.asarray(predict(params, jnp.asarray((test_x - mean) / scale, jnp.float32))) * y_scale + y_mean
     return {"pearson_r": float(stats.pearsonr(predictions, test_y).statistic), "predictions": predictions}
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def importance_report(model: Llama, records: Sequence[dict[str, Any]], *, points: Sequence[float] = (0.25, 0.5, 0.75),
+                      objective: str = "joint", held_out: float = 0.2, seed: int = 0, progress=None) -> dict:
+    """Attention against greedy pruning and dynamic against static rankings over greedily pruned `records`.
+
+    `points` are fractions of each chain's deletions after which its ranking is re-evaluated. The MLP is trained on
+    the tokens of a seeded (1 - held_out) share of the chains and scored on the others (it needs two chains)."""
+    scorer = Scorer(model)
+    fractions = [0.0, *points]
+    per_chain, features, targets, dynamic = [], [], [], []
+    for record in records:
+        split = record_split(record)
+        ranks = deletion_ranks(record)
+        received = attention_received(model, split)
+        steps = {p: int(round(p * len(record["deletion_order"]))) for p in fractions}
+        step_scores = {s: rescored(scorer, split, record["deletion_order"][:s], objective) for s in set(steps.values())}
+        agreement = dynamic_versus_static(step_scores, record, seed)
+        dynamic.append({p: agreement[s] for p, s in steps.items()})
+        per_chain.append({"id": record["id"],
+                          "spearman_from_later": spearman(received.from_later.mean((0, 1)), ranks),
+                          "spearman_from_answer": spearman(received.from_answer.mean((0, 1)), ranks),
+                          "spearman_per_layer": [spearman(layer.mean(0), ranks) for layer in received.from_later]})
+        features.append(received.features())
+        targets.append(step_scores[0])
+        if progress is not None:
+            progress()
+    test = set(np.random.default_rng(seed).permutation(len(records))[:max(1, round(held_out * len(records)))])
+
+    def tokens_of(arrays, held):
+        return np.concatenate([a for i, a in enumerate(arrays) if (i in test) == held])
+
+    mlp_r = None
+    if len(records) >= 2:
+        mlp_r = fit_mlp(tokens_of(features, False), tokens_of(targets, False), tokens_of(features, True),
+                        tokens_of(targets, True), seed=seed)["pearson_r"]
+    layers = np.asarray([c["spearman_per_layer"] for c in per_chain])
+    return {"chains": len(records), "held_out_chains": len(test),
+            "spearman_from_later": _nanmean([c["spearman_from_later"] for c in per_chain]),
+            "spearman_from_answer": _nanmean([c["spearman_from_answer"] for c in per_chain]),
+            "spearman_per_layer": [_nanmean(layers[:, layer]) for layer in range(layers.shape[1])],
+            "mlp_held_out_pearson_r": mlp_r,
+            "dynamic_vs_static": {p: {kind: _nanmean([d[p][kind] for d in dynamic])
+                                      for kind in ("dynamic", "static", "random")} for p in fractions},
+            "per_chain": per_chain}
+
+
+def markdown_summary(report: dict) -> str:
+    """The report's headline numbers as markdown."""
+    layers = report["spearman_per_layer"]
+    strongest = sorted(range(len(layers)), key=lambda i: -abs(layers[i]) if np.isfinite(layers[i]) else 0)[:3]
+    r = report["mlp_held_out_pearson_r"]
+    lines = [f"Greedily pruned chains analysed: {report['chains']} ({report['held_out_chains']} held out for the MLP).",
+             "",
+             "| statistic | value |", "| --- | --- |",
+             f"| Spearman(attention from later tokens, deletion step), mean over chains | "
+             f"{report['spearman_from_later']:.3f} |",
+             f"| Spearman(attention from answer tokens, deletion step), mean over chains | "
+             f"{report['spearman_from_answer']:.3f} |",
+             "| layers with the strongest correlation | "
+             + ", ".join(f"{i} ({layers[i]:.3f})" for i in strongest) + " |",
+             "| MLP on attention features -> post-deletion log-likelihood, held-out Pearson r | "
+             + ("-" if r is None else f"{r:.3f}") + " |", "",
+             "| re-evaluated after this share of the deletions | dynamic | static (first ranking) | random |",
+             "| --- | --- | --- | --- |"]
+    for fraction, row in report["dynamic_vs_static"].items():
+        lines.append(f"| {float(fraction):.2f} | {row['dynamic']:.3f} | {row['static']:.3f} | {row['random']:.3f} |")
+    return "\n".join(lines) + "\n"

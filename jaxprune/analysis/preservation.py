@@ -61,3 +61,40 @@ def answer_preservation(model, tokenizer, records: Sequence[dict[str, Any]], kee
     return {keep_ratio: {"chains": len(values), "preserved": int(sum(values)), "rate": sum(values) / len(values),
                          "rate_ci95": list(bootstrap_interval(values))}
             for keep_ratio, values in outcomes.items() if values}
+
+
+def markdown_table(results: dict[str, dict[float, dict[str, Any]]]) -> str:
+    """Preservation rate per method (rows) and keep ratio."""
+    lines = ["| method | keep ratio | chains | answer preserved | 95% interval |", "| --- | --- | --- | --- | --- |"]
+    for method, by_ratio in results.items():
+        for keep_ratio, row in sorted(by_ratio.items(), key=lambda item: -float(item[0])):
+            low, high = row["rate_ci95"]
+            lines.append(f"| {method} | {float(keep_ratio):g} | {row['chains']} | {row['rate']:.1%} | "
+                         f"{low:.1%}-{high:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict[float, dict[str, Any]]], path: str) -> None:
+    """Preservation rate against keep ratio, one line per method, 95% intervals as error bars."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for index, (method, by_ratio) in enumerate(results.items()):
+        ratios = sorted(by_ratio, key=float)
+        rates = [by_ratio[r]["rate"] for r in ratios]
+        errors = [[rate - by_ratio[r]["rate_ci95"][0] for r, rate in zip(ratios, rates)],
+                  [by_ratio[r]["rate_ci95"][1] - rate for r, rate in zip(ratios, rates)]]
+        axis.errorbar([float(r) for r in ratios], rates, yerr=errors, marker="o", capsize=3, color=f"C{index}",
+                      label=method)
+    axis.set(xlabel="keep ratio", ylabel="teacher's answer reached", title="Answer preservation", ylim=(0, 1.05))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(f"{path}.tmp", dpi=110, format="png")
+    plt.close(figure)
+    os.replace(f"{path}.tmp", path)

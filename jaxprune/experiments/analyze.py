@@ -5,14 +5,18 @@
 --pruned takes prune-CLI outputs (one per method or objective). Every reasoning token is tagged with its functional
 role (`jaxprune/analysis/roles.py`, in the pruner's tokens); the report folder gets patterns.md / patterns.json
 (each role's retention and ratio to uniform deletion per method and keep ratio), patterns.png, and chains.html (the
-first chains of each file pruned with the first file's pruner, coloured by deletion step or by role).
+first chains of each file pruned with the first file's pruner, coloured by deletion step or by role). With the
+pruner loaded: importance.md / importance.json (--importance_chains greedy chains: attention received against the
+deletion step, an MLP from attention to post-deletion likelihood, re-evaluated against first rankings) and
+preservation.md / .json / .png (--preservation_chains per file: the teacher's answer reached from the pruned
+reasoning at each keep ratio). Everything lands in report.md too.
 """
 
 import collections
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _PRUNED = flags.DEFINE_list("pruned", None, "Prune-CLI output files (JSONL), one per method or objective.",
                             required=True)
@@ -20,6 +24,13 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Report folder.", required
 _KEEP_RATIOS = flags.DEFINE_list("keep_ratios", ["0.9", "0.8", "0.7"], "Keep ratios at which retention is read.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "Pruner tokenizer (default: each file's `pruner`).")
 _VIEW_CHAINS = flags.DEFINE_integer("view_chains", 10, "Chains per file in chains.html.")
+_MODEL = flags.DEFINE_string("model", None, "Pruner for the model-based analyses (default: the first file's "
+                             "`pruner`).")
+_IMPORTANCE_CHAINS = flags.DEFINE_integer("importance_chains", 0, "Greedy chains for attention-vs-pruning and "
+                                          "dynamic-vs-static importance (0: skip; needs the model).")
+_PRESERVATION_CHAINS = flags.DEFINE_integer("preservation_chains", 0, "Chains per file for answer preservation "
+                                            "(0: skip; needs the model).")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Answer preservation: tokens decoded at most.")
 
 
 def _label(records) -> str:
@@ -67,16 +78,58 @@ def main(argv):
             views += records[:_VIEW_CHAINS.value]
             view_roles += roles[:_VIEW_CHAINS.value]
 
-    table = patterns.markdown_table(results)
-    write_text_atomic(os.path.join(_OUTPUT_DIR.value, "patterns.md"),
-                      "Ratio of each role's kept share to the overall kept share (1 = uniform deletion).\n\n" + table)
+    sections = ["# Analysis report", "", "## Functional roles kept, against uniform deletion", "",
+                "Ratio of each role's kept share to the overall kept share (1 = uniform deletion).", "",
+                patterns.markdown_table(results)]
+    write_text_atomic(os.path.join(_OUTPUT_DIR.value, "patterns.md"), "\n".join(sections[4:]))
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "patterns.json"), json.dumps(results, indent=2))
     patterns.plot(results, os.path.join(_OUTPUT_DIR.value, "patterns.png"))
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "chains.html"),
                       html_view(views, tokenizers[next(iter(tokenizers))], view_roles))
-    print(table)
-    print(f"report -> {_OUTPUT_DIR.value}/ (patterns.md, patterns.json, patterns.png, chains.html)")
+    if _IMPORTANCE_CHAINS.value or _PRESERVATION_CHAINS.value:
+        sections += _model_analyses(files)
+    write_text_atomic(os.path.join(_OUTPUT_DIR.value, "report.md"), "\n".join(sections))
+    print("\n".join(sections))
+    print(f"report -> {_OUTPUT_DIR.value}/report.md (tables), patterns.png, chains.html")
 
+
+def _model_analyses(files) -> list[str]:
+    """Attention / dynamic importance on the greedy chains and answer preservation per file, with the pruner."""
+    from tqdm import tqdm
+
+    from jaxprune.analysis import importance, preservation
+    from jaxprune.checkpoints import load_model
+    from jaxprune.data.records import write_text_atomic
+
+    spec = _MODEL.value or next(iter(files.values()))[0].get("pruner")
+    if not spec:
+        raise app.UsageError("records name no `pruner`; pass --model")
+    model, tokenizer = load_model(spec)
+    sections = []
+    greedy = [label for label in files if label.startswith("greedy")]
+    if _IMPORTANCE_CHAINS.value and greedy:
+        records = files[greedy[0]][:_IMPORTANCE_CHAINS.value]
+        progress = tqdm(total=len(records), desc="attention and re-scoring", unit="chain")
+        report = importance.importance_report(model, records, progress=progress.update)
+        progress.close()
+        write_text_atomic(os.path.join(_OUTPUT_DIR.value, "importance.json"), json.dumps(report, indent=2))
+        summary = importance.markdown_summary(report)
+        write_text_atomic(os.path.join(_OUTPUT_DIR.value, "importance.md"), summary)
+        sections += ["## Attention and dynamic importance (" + greedy[0] + ")", "", summary]
+    elif _IMPORTANCE_CHAINS.value:
+        logging.warning("--importance_chains: no greedy file among --pruned; skipped")
+    if _PRESERVATION_CHAINS.value:
+        ratios = [1.0] + sorted((float(r) for r in _KEEP_RATIOS.value), reverse=True)
+        results = {label: preservation.answer_preservation(model, tokenizer, records[:_PRESERVATION_CHAINS.value],
+                                                           ratios, max_new_tokens=_MAX_NEW_TOKENS.value)
+                   for label, records in files.items()}
+        write_text_atomic(os.path.join(_OUTPUT_DIR.value, "preservation.json"), json.dumps(results, indent=2))
+        table = preservation.markdown_table(results)
+        write_text_atomic(os.path.join(_OUTPUT_DIR.value, "preservation.md"), table)
+        preservation.plot(results, os.path.join(_OUTPUT_DIR.value, "preservation.png"))
+        sections += ["## Answer preservation (the pruner reaches the teacher's answer from the pruned reasoning)", "",
+                     table]
+    return sections
 
 if __name__ == "__main__":
     app.run(main)
