@@ -11,12 +11,12 @@ its own, named by `base_name`.
 from __future__ import annotations
 
 import collections
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from jaxprune.evaluation import bootstrap_interval
+from jaxprune.plotting import pyplot, save_figure
 
 METHOD_ORDER = ("unpruned", "greedy", "uniform", "surprisal", "h2o", "llmlingua2")
 
@@ -64,12 +64,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def plot(rows: Sequence[dict[str, Any]], path: str) -> None:
     """Accuracy (pooled 95% interval as error bars) and generated reasoning tokens against keep ratio, one line per
     method; rows without a keep ratio (unpruned, base model) are drawn as horizontal references."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (accuracy_axis, length_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (accuracy_axis, length_axis) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     by_method = collections.defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
@@ -92,7 +87,4 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> None:
     for axis in (accuracy_axis, length_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(f"{path}.tmp", dpi=120, format="png")
-    plt.close(figure)
-    os.replace(f"{path}.tmp", path)
+    save_figure(figure, path, dpi=120)

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxprune.analysis.roles import CATEGORIES, token_roles
 from jaxprune.pruning.greedy import deletions_for
+from jaxprune.plotting import pyplot, save_figure
 
 
 def chain_roles(record: dict[str, Any], tokenizer) -> list[str]:
@@ -65,14 +66,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
 
 def plot(results: dict[str, dict[str, Any]], path: str) -> None:
     """One panel per method: each role's retention against the overall kept share; the diagonal is uniform."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
+    figure, axes = pyplot().subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
     for axis, (method, result) in zip(axes[0], results.items()):
         overall = [row["overall_kept"] for row in result["rows"]]
         for index, role in enumerate(CATEGORIES):
@@ -84,7 +78,4 @@ def plot(results: dict[str, dict[str, Any]], path: str) -> None:
                  ylabel="share of the role kept")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(f"{path}.tmp", dpi=110, format="png")
-    plt.close(figure)
-    os.replace(f"{path}.tmp", path)
+    save_figure(figure, path, dpi=110)

@@ -16,6 +16,7 @@ from jaxprune.data.teacher import end_of_turn_ids
 from jaxprune.evaluation import bootstrap_interval
 from jaxprune.generation import SamplingConfig, generate
 from jaxprune.pruning.greedy import deletions_for
+from jaxprune.plotting import pyplot, save_figure
 
 
 def answer_opening(record: dict[str, Any], tokenizer) -> list[int]:
@@ -76,14 +77,7 @@ def markdown_table(results: dict[str, dict[float, dict[str, Any]]]) -> str:
 
 def plot(results: dict[str, dict[float, dict[str, Any]]], path: str) -> None:
     """Preservation rate against keep ratio, one line per method, 95% intervals as error bars."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5.5, 4))
+    figure, axis = pyplot().subplots(figsize=(5.5, 4))
     for index, (method, by_ratio) in enumerate(results.items()):
         ratios = sorted(by_ratio, key=float)
         rates = [by_ratio[r]["rate"] for r in ratios]
@@ -94,7 +88,4 @@ def plot(results: dict[str, dict[float, dict[str, Any]]], path: str) -> None:
     axis.set(xlabel="keep ratio", ylabel="teacher's answer reached", title="Answer preservation", ylim=(0, 1.05))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(f"{path}.tmp", dpi=110, format="png")
-    plt.close(figure)
-    os.replace(f"{path}.tmp", path)
+    save_figure(figure, path, dpi=110)
