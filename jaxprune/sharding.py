@@ -101,3 +101,17 @@ def replicate_unplaced(params, mesh: Mesh):
     if all(len(x.devices()) == 1 for x in jax.tree.leaves(params)):
         return jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
     return params
+
+
+def bytes_per_device(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> dict[str, int]:
+    """What the rules put on each device for `state` (concrete or abstract, e.g. `nnx.state(abstract_model(...))`):
+    `sharded` and `replicated` bytes per device, and the `total` size of the state."""
+    out = {"sharded": 0, "replicated": 0, "total": 0}
+    for variable in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)):
+        spec = logical_to_spec(_logical_axes(variable), variable.shape, mesh, rules)
+        size = math.prod(variable.shape) * jax.numpy.dtype(variable.dtype).itemsize
+        split = math.prod(mesh.shape[axis] for entry in spec if entry is not None
+                          for axis in ((entry,) if isinstance(entry, str) else entry))
+        out["total"] += size
+        out["sharded" if split > 1 else "replicated"] += size // split
+    return out

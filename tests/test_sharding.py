@@ -1,10 +1,13 @@
 """Meshes, logical partition rules, and the forward pass sharded over 8 simulated CPU devices."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import tiny_torch_model
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxprune import sharding
@@ -63,3 +66,36 @@ def test_sharded_forward_equals_single_device(tmp_path, mesh_shape):
     placed = [jax.device_put(a, sharding.batch_sharding(mesh, a.ndim)) for a in args]
     got = jax.jit(lambda m, *a: m(*a).logits)(sharded, *placed)
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5, rtol=0)
+
+
+LLAMA_31_8B = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+               "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+               "tie_word_embeddings": False, "eos_token_id": [128001, 128008, 128009]}
+QWEN25_7B = {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+             "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+             "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+             "tie_word_embeddings": False, "eos_token_id": 151645}
+
+
+@pytest.mark.parametrize("name, hf_config, billions", [("Llama-3.1-8B", LLAMA_31_8B, 8.03),
+                                                       ("Qwen2.5-7B", QWEN25_7B, 7.62)])
+@pytest.mark.parametrize("mesh_shape", ["fsdp=8", "fsdp=4,tensor=2", "data=2,fsdp=2,tensor=2"])
+def test_partition_rules_spread_a_7_8b_model_over_eight_devices(name, hf_config, billions, mesh_shape):
+    """At real sizes (jax.eval_shape: nothing allocated): every matrix is split, each device holds its share of the
+    bfloat16 weights (only norms replicated), and the plan is printed."""
+    from jaxprune.models.config import config_from_hf_dict
+    from jaxprune.models.llama import abstract_model
+
+    config = config_from_hf_dict(hf_config)
+    state = nnx.state(abstract_model(config, jnp.bfloat16))
+    mesh = sharding.make_mesh(sharding.parse_mesh_shape(mesh_shape))
+    plan = sharding.bytes_per_device(state, mesh)
+    assert plan["total"] / 2 / 1e9 == pytest.approx(billions, rel=0.01)
+    weight_replicas = math.prod(size for axis, size in mesh.shape.items() if axis == "data")
+    assert plan["replicated"] < 2e6  # norms only
+    assert plan["sharded"] == pytest.approx(plan["total"] * weight_replicas / mesh.size, rel=0.01)
+    print(f"{name} bfloat16 on {mesh_shape}: {plan['sharded'] / 2**30:.2f} GiB sharded + "
+          f"{plan['replicated'] / 2**20:.2f} MiB replicated per device (of {plan['total'] / 2**30:.2f} GiB)")
