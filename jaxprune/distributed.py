@@ -3,8 +3,10 @@
 Each process works on its own share of the data with its local devices and writes its own part file; process 0
 merges them (`jaxprune.data.process_parts`). Start one process per host with the same `--coordinator_address` and
 `--num_processes` and its own `--process_id`; on TPU pods and SLURM clusters `--coordinator_address=auto` lets JAX
-find all three. On CPU the processes talk through gloo.
+find all three. On CPU the processes talk through gloo. Every CLI logs the topology it joined (`log_topology`).
 """
+
+import socket
 
 from absl import flags
 
@@ -26,3 +28,14 @@ def initialize() -> None:
     else:
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
+
+
+def log_topology(mesh) -> None:
+    """Logs where this process sits: processes, devices (local and global, with their kind) and the mesh."""
+    import jax
+    from absl import logging
+
+    devices = jax.devices()
+    logging.info("process %d of %d on %s; %d local of %d %s devices; mesh %s", jax.process_index(),
+                 jax.process_count(), socket.gethostname(), jax.local_device_count(), len(devices),
+                 devices[0].device_kind, dict(mesh.shape))

@@ -81,6 +81,7 @@ def main(argv):
     from jaxprune.distill.train import train
 
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value))
+    distributed.log_topology(mesh)
     student, tokenizer = load_model(_STUDENT.value, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)
     if tokenizer is None:
         raise app.UsageError(f"--student={_STUDENT.value}: no tokenizer files next to the model")

@@ -90,6 +90,7 @@ def main(argv):
         config = dataclasses.replace(config, samples=1, teacher=REFERENCE_TEACHER)
     else:
         mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+        distributed.log_topology(mesh)
         model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
         if tokenizer is None:
             raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")

@@ -68,6 +68,7 @@ def main(argv):
     read_chains(config.input)  # malformed input fails here, before the model loads
     distributed.initialize()
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+    distributed.log_topology(mesh)
     model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value))
     if tokenizer is None:
         raise app.UsageError(f"--model={config.model}: no tokenizer files next to the model")
