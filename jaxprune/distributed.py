@@ -30,6 +30,12 @@ def initialize() -> None:
                                    process_id=_PROCESS_ID.value)
 
 
+def join_flags() -> list[str]:
+    """This process's multi-process flags, to start a child process that joins the same kind of run."""
+    return [f"--{flag.name}={flag.value}" for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
+            if flag.value is not None]
+
+
 def log_topology(mesh) -> None:
     """Logs where this process sits: processes, devices (local and global, with their kind) and the mesh."""
     import jax

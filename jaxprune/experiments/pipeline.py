@@ -14,15 +14,20 @@ Each stage is the stage's own CLI run with a flagfile (`--*_flags`) plus the pat
 
 Students are trained and evaluated seed by seed, so a partial run already compares every method. A stage whose
 result exists is skipped, and the pruning and distillation CLIs resume themselves, so rerunning after a kill
-continues where it stopped. --dry_run prints the commands instead.
+continues where it stopped. --dry_run prints the commands instead. Started on every host of a multi-process run
+(`--coordinator_address`, see `jaxprune/distributed.py`), it passes the same flags to each stage; --work_dir must
+then be a folder every host sees (NFS, a mounted bucket), since finished stages are recognised by their files.
 """
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
 
 from absl import app, flags, logging
+
+from jaxprune import distributed
 
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
 _CHAIN_FLAGS = flags.DEFINE_list("chain_flags", None, "Generate-CLI flagfiles of the training chains (teacher "
@@ -42,7 +47,9 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.
 
 
 def _cli(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", f"jaxprune.experiments.{module}", *args]
+    """A stage command; in a multi-process run every stage joins it with the same flags (compare needs no JAX)."""
+    joined = distributed.join_flags() if module != "compare" else []
+    return [sys.executable, "-m", f"jaxprune.experiments.{module}", *args, *joined]
 
 
 def _run(command: list[str], done: bool) -> None:
@@ -57,17 +64,17 @@ def _run(command: list[str], done: bool) -> None:
 
 
 def _join(paths: list[str], output: str) -> None:
-    """Concatenates the chain files (each line a chain; ids differ between sources) into one, atomically."""
+    """Concatenates the chain files (each line a chain; ids differ between sources) into one, atomically. Each host
+    of a multi-process run writes the same bytes under its own temporary name, so none reads a half-written file."""
     if _DRY_RUN.value:
         print(f"# join {' '.join(paths)} -> {output}")
         return
-    from jaxprune.data.records import write_text_atomic
-
-    text = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            text.append(f.read())
-    write_text_atomic(output, "".join(text))
+    temporary = f"{output}.{socket.gethostname()}-{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as out:
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                out.write(f.read())
+    os.replace(temporary, output)
 
 
 def _student(name: str, distill_args: list[str]) -> None:
