@@ -1,0 +1,97 @@
+"""What pruning a chain costs: token-forwards, FLOPs and weight traffic of the greedy kernel, and chains per hour.
+
+Greedy pruning of a chain with prompt P, reasoning N and answer A tokens down to keep ratio k takes
+S = N - int(N k) steps. At a step with n reasoning tokens left (sequence length L = P + n + A) the kernel runs one
+base pass over L tokens, then, for each candidate at reasoning index i, only the queries after it, minus the one the
+base pass already predicts: L - 2 - (P + i) of them. A step therefore costs
+
+    L + n (n - 1) / 2 + n (A - 1)   token-forwards     (full recomputation per candidate, as in the authors' code:
+                                                        L + n L)
+
+Deleting `deletions_per_step` tokens at once divides the number of steps; a proxy scores only `proxy_top_k`
+candidates per step (the cost then depends on where they sit: the bound below assumes the earliest, the dearest).
+A token-forward costs 2 x (matrix parameters) FLOPs plus 4 x layers x heads x head_dim x context for attention.
+Kernel calls hold at most `token_budget` tokens and read every weight once, which bounds the time from below by
+weight traffic as well as by FLOPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from jaxprune.models.config import ModelConfig
+from jaxprune.pruning.greedy import deletions_for
+
+
+@dataclasses.dataclass(frozen=True)
+class Accelerator:
+    """Peak dense bfloat16 FLOP/s and memory bandwidth of a whole machine (all its chips)."""
+
+    name: str
+    peak_flops: float
+    bandwidth: float   # bytes / s
+    memory: float      # bytes
+
+
+ACCELERATORS = {
+    "tpu-v5e-8": Accelerator("TPU v5e-8 (8 chips)", 8 * 197e12, 8 * 819e9, 8 * 16e9),
+    "h100": Accelerator("NVIDIA H100 SXM", 989e12, 3.35e12, 80e9),
+    "h200": Accelerator("NVIDIA H200", 989e12, 4.8e12, 141e9),
+}
+
+
+def step_token_forwards(prompt: int, reasoning_left: int, answer: int, candidates: int | None = None,
+                        shared_prefix: bool = True) -> int:
+    """Token-forwards of one greedy step with `reasoning_left` tokens; `candidates` scored (default: all; a proxy
+    scores fewer, here the earliest ones)."""
+    n = reasoning_left
+    length = prompt + n + answer
+    scored = n if candidates is None else min(candidates, n)
+    if not shared_prefix:
+        return length + scored * length
+    return length + sum(max(length - 2 - (prompt + i), 0) for i in range(scored))
+
+
+def chain_token_forwards(prompt: int, reasoning: int, answer: int, keep_ratio: float, *, deletions_per_step: int = 1,
+                         proxy_top_k: int | None = None, shared_prefix: bool = True) -> int:
+    """Token-forwards to prune one chain down to `keep_ratio` (including the final pass that measures it)."""
+    target = deletions_for(reasoning, keep_ratio)
+    total, deleted = 0, 0
+    while deleted < target:
+        total += step_token_forwards(prompt, reasoning - deleted, answer, proxy_top_k, shared_prefix)
+        deleted += min(deletions_per_step, target - deleted)
+    return total + prompt + reasoning - deleted + answer
+
+
+def matrix_parameters(config: ModelConfig) -> int:
+    """Parameters a token multiplies through: attention and MLP projections of every layer, and the output head."""
+    c = config
+    attention = c.hidden_size * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim + c.num_heads * c.head_dim * c.hidden_size
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    return c.num_layers * (attention + mlp) + c.hidden_size * c.vocab_size
+
+
+def flops_per_token(config: ModelConfig, context: int) -> float:
+    """Forward FLOPs of one token attending to `context` keys."""
+    return 2.0 * matrix_parameters(config) + 4.0 * config.num_layers * config.num_heads * config.head_dim * context
+
+
+def chain_cost(config: ModelConfig, prompt: int, reasoning: int, answer: int, keep_ratio: float, *,
+               deletions_per_step: int = 1, proxy_top_k: int | None = None, shared_prefix: bool = True,
+               token_budget: int = 65536, bytes_per_parameter: int = 2) -> dict[str, float]:
+    """Token-forwards, FLOPs (attention context taken as the whole chain, an upper bound) and weight bytes read."""
+    forwards = chain_token_forwards(prompt, reasoning, answer, keep_ratio, deletions_per_step=deletions_per_step,
+                                    proxy_top_k=proxy_top_k, shared_prefix=shared_prefix)
+    steps = math.ceil(deletions_for(reasoning, keep_ratio) / deletions_per_step) + 1
+    calls = steps + math.ceil(forwards / token_budget)  # a base pass per step, then the candidate calls
+    weights = (matrix_parameters(config) + config.vocab_size * config.hidden_size) * bytes_per_parameter
+    return {"token_forwards": forwards,
+            "flops": forwards * flops_per_token(config, prompt + reasoning + answer),
+            "weight_bytes": calls * weights}
+
+
+def chains_per_hour(cost: dict[str, float], accelerator: Accelerator, utilisation: float) -> float:
+    """Chains an hour when FLOPs run at `utilisation` of peak, or weight traffic at full bandwidth if slower."""
+    seconds = max(cost["flops"] / (accelerator.peak_flops * utilisation), cost["weight_bytes"] / accelerator.bandwidth)
+    return 3600.0 / seconds
