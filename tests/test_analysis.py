@@ -84,6 +84,7 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
     import json
 
     from conftest import cli
+    from jaxprune.analysis.annotator import annotation_words
     from jaxprune.analysis.patterns import chain_roles
     from jaxprune.checkpoints import load_model
     from jaxprune.pruning.greedy import PruneConfig
@@ -98,7 +99,7 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
                                 prune=PruneConfig(keep_ratio=0.7), method=method, model=tiny_dir), model, tokenizer)
     result = cli("jaxprune.experiments.analyze", f"--pruned={tmp_path / 'greedy.jsonl'},{tmp_path / 'uniform.jsonl'}",
                  f"--output_dir={tmp_path / 'report'}", "--keep_ratios=0.9,0.7", "--importance_chains=2",
-                 "--preservation_chains=2", "--max_new_tokens=8")
+                 "--preservation_chains=2", "--max_new_tokens=8", "--annotate_chains=1")
     assert result.returncode == 0, result.stderr[-3000:]
     importance = json.loads((tmp_path / "report" / "importance.json").read_text())
     assert importance["chains"] == 2 and importance["held_out_chains"] == 1
@@ -107,6 +108,8 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
     preserved = json.loads((tmp_path / "report" / "preservation.json").read_text())
     assert set(preserved) == {"greedy", "uniform"} and preserved["uniform"]["0.7"]["chains"] == 2
     assert "## Answer preservation" in (tmp_path / "report" / "report.md").read_text()
+    annotation = json.loads((tmp_path / "report" / "annotation.json").read_text())
+    assert annotation["words"] == len(annotation_words(chain["reasoning"], QUESTION))
     report = json.loads((tmp_path / "report" / "patterns.json").read_text())
     assert list(report) == ["greedy", "uniform"]
     records = [json.loads(line) for line in (tmp_path / "uniform.jsonl").read_text().splitlines()]
@@ -213,3 +216,30 @@ def test_answer_preservation_reads_the_continuation_after_the_answer_opening(smo
     result = answer_preservation(model, tokenizer, records, [1.0, 0.7], max_new_tokens=4, batch_size=2)
     assert result[1.0]["chains"] == 3 and result[1.0]["preserved"] == 2
     assert result[0.7]["chains"] == 2 and result[0.7]["preserved"] == 1  # c1 was pruned by one token only
+
+
+def test_llm_annotations_are_parsed_leniently_and_compared_with_the_tagger():
+    import json
+
+    from jaxprune.analysis.annotator import agreement, annotation_words, cohen_kappa, parse_labels
+
+    assert parse_labels('Sure! {"1": "symbolic math", "2": "FUNCTION", "7": "ENTITY_NAME", "x": "VERBAL_MATH"', 3) \
+        == [S, F, None]  # repaired JSON, any case, out-of-range and bad keys dropped
+    assert parse_labels("no idea", 2) == [None, None] and parse_labels('["FUNCTION"]', 1) == [None]
+    assert cohen_kappa([S, S, F, F], [S, F, F, F]) == pytest.approx(0.5)  # observed 0.75, chance 0.5
+
+    chains = [{"question": QUESTION, "reasoning": "She sold 48 / 2 = 24 clips."},
+              {"question": QUESTION, "reasoning": "So Natalia sold 72 clips."}]
+    words = [annotation_words(c["reasoning"], c["question"]) for c in chains]
+    truthful = json.dumps({str(i): role for i, (_, role) in enumerate(words[0], 1)})
+    wrong_first = {"1": "FUNCTION", "2": words[1][1][1].lower()}  # 'So' is META_DISCOURSE: one miss, one hit
+    prompts_seen = []
+
+    def complete(prompts):
+        prompts_seen.extend(prompts)
+        return [truthful, json.dumps(wrong_first)[:-1]]  # the second reply lost its closing brace
+
+    result = agreement(chains, complete)
+    assert "1:She 2:sold 3:48" in prompts_seen[0] and "SYMBOLIC_MATH" in prompts_seen[0]
+    assert result["words"] == len(words[0]) + len(words[1]) and result["labelled_by_llm"] == len(words[0]) + 2
+    assert result["agreement"] == pytest.approx((len(words[0]) + 1) / (len(words[0]) + 2))

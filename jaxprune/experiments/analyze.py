@@ -9,7 +9,8 @@ first chains of each file pruned with the first file's pruner, coloured by delet
 pruner loaded: importance.md / importance.json (--importance_chains greedy chains: attention received against the
 deletion step, an MLP from attention to post-deletion likelihood, re-evaluated against first rankings) and
 preservation.md / .json / .png (--preservation_chains per file: the teacher's answer reached from the pruned
-reasoning at each keep ratio). Everything lands in report.md too.
+reasoning at each keep ratio), and annotation.json (--annotate_chains: the model labels roles itself, agreement with
+the tagger). Everything lands in report.md too.
 """
 
 import collections
@@ -30,6 +31,8 @@ _IMPORTANCE_CHAINS = flags.DEFINE_integer("importance_chains", 0, "Greedy chains
                                           "dynamic-vs-static importance (0: skip; needs the model).")
 _PRESERVATION_CHAINS = flags.DEFINE_integer("preservation_chains", 0, "Chains per file for answer preservation "
                                             "(0: skip; needs the model).")
+_ANNOTATE_CHAINS = flags.DEFINE_integer("annotate_chains", 0, "Chains the model labels with functional roles, "
+                                        "compared with the deterministic tagger (0: skip).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Answer preservation: tokens decoded at most.")
 
 
@@ -86,7 +89,7 @@ def main(argv):
     patterns.plot(results, os.path.join(_OUTPUT_DIR.value, "patterns.png"))
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "chains.html"),
                       html_view(views, tokenizers[next(iter(tokenizers))], view_roles))
-    if _IMPORTANCE_CHAINS.value or _PRESERVATION_CHAINS.value:
+    if _IMPORTANCE_CHAINS.value or _PRESERVATION_CHAINS.value or _ANNOTATE_CHAINS.value:
         sections += _model_analyses(files)
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "report.md"), "\n".join(sections))
     print("\n".join(sections))
@@ -97,7 +100,7 @@ def _model_analyses(files) -> list[str]:
     """Attention / dynamic importance on the greedy chains and answer preservation per file, with the pruner."""
     from tqdm import tqdm
 
-    from jaxprune.analysis import importance, preservation
+    from jaxprune.analysis import annotator, importance, preservation
     from jaxprune.checkpoints import load_model
     from jaxprune.data.records import write_text_atomic
 
@@ -129,6 +132,14 @@ def _model_analyses(files) -> list[str]:
         preservation.plot(results, os.path.join(_OUTPUT_DIR.value, "preservation.png"))
         sections += ["## Answer preservation (the pruner reaches the teacher's answer from the pruned reasoning)", "",
                      table]
+    if _ANNOTATE_CHAINS.value:
+        records = next(iter(files.values()))[:_ANNOTATE_CHAINS.value]
+        result = annotator.agreement(records, annotator.model_completer(model, tokenizer))
+        write_text_atomic(os.path.join(_OUTPUT_DIR.value, "annotation.json"), json.dumps(result, indent=2))
+        sections += ["## LLM annotator against the deterministic tagger", "",
+                     f"{spec} labelled {result['labelled_by_llm']} of {result['words']} words of "
+                     f"{len(records)} chains; agreement {result['agreement']:.3f}, Cohen's kappa "
+                     f"{result['cohen_kappa']:.3f} (prompt: `jaxprune/analysis/annotator.py`).", ""]
     return sections
 
 if __name__ == "__main__":
