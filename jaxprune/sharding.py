@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import jax
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -38,19 +39,42 @@ def parse_mesh_shape(text: str) -> dict[str, int]:
     return shape
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh with axes in `shape` order over the first devices of `devices` (default: all); one size may be -1
-    to take all the rest."""
-    devices = list(jax.devices() if devices is None else devices)
+def _resolve(shape: Mapping[str, int], devices: int) -> dict[str, int]:
+    """Axis sizes with the one -1 (if any) taking the devices the others leave."""
     sizes = dict(shape)
     free = [name for name, size in sizes.items() if size == -1]
     if len(free) > 1:
         raise ValueError(f"mesh shape {sizes}: at most one axis may be -1")
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if free:
-        if len(devices) % fixed:
-            raise ValueError(f"mesh shape {sizes}: {len(devices)} devices are not divisible by {fixed}")
-        sizes[free[0]] = len(devices) // fixed
+        if devices % fixed:
+            raise ValueError(f"mesh shape {sizes}: {devices} devices are not divisible by {fixed}")
+        sizes[free[0]] = devices // fixed
+    return sizes
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None,
+              across_slices: Mapping[str, int] | None = None) -> Mesh:
+    """A mesh with axes in `shape` order over the first devices of `devices` (default: all); one size may be -1
+    to take all the rest.
+
+    With `across_slices` (axis -> size over the slower data-centre network), `shape` is the mesh within one slice
+    (or one host, where the devices do not form that many slices) and each axis spans both: e.g. `fsdp=-1` within slices and
+    `data=2` across two slices keeps the weight all-gathers inside a slice."""
+    devices = list(jax.devices() if devices is None else devices)
+    if across_slices:
+        unknown = set(across_slices) - set(shape)
+        if unknown:
+            raise ValueError(f"across-slice axes {sorted(unknown)} are not axes of the mesh {dict(shape)}")
+        slices = math.prod(across_slices.values())
+        if len(devices) % slices:
+            raise ValueError(f"{len(devices)} devices do not split into {slices} slices")
+        inner = _resolve(shape, len(devices) // slices)
+        outer = [across_slices.get(name, 1) for name in inner]
+        by_process = len({getattr(device, "slice_index", 0) for device in devices}) != slices  # no real slices
+        grid = mesh_utils.create_hybrid_device_mesh(list(inner.values()), outer, devices, process_is_granule=by_process)
+        return Mesh(grid, tuple(inner), axis_types=(AxisType.Auto,) * len(inner))
+    sizes = _resolve(shape, len(devices))
     needed = math.prod(sizes.values())
     if needed > len(devices):
         raise ValueError(f"mesh shape {sizes} needs {needed} devices, {len(devices)} available")

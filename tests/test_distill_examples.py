@@ -70,9 +70,10 @@ def test_distill_cli_trains_and_exports_a_student_transformers_loads(tmp_path, p
     assert student.config.vocab_size == 49152
 
 
-def test_two_processes_train_the_same_student_as_one(tmp_path, pruned, tiny_dir):
-    """Two processes joined by jax.distributed (one CPU device each, batch rows split between them) export the
-    student one process with one device trains, and only process 0 writes."""
+@pytest.mark.parametrize("mesh", [["--mesh=data=-1"], ["--mesh=data=-1", "--dcn_mesh=data=2"]])
+def test_two_processes_train_the_same_student_as_one(tmp_path, pruned, tiny_dir, mesh):
+    """Two processes joined by jax.distributed (one CPU device each, batch rows split between them; also as two
+    "slices" of a hybrid mesh) export the student one process with one device trains, and only process 0 writes."""
     from conftest import cli, run_processes
     from safetensors.numpy import load_file
 
@@ -84,7 +85,7 @@ def test_two_processes_train_the_same_student_as_one(tmp_path, pruned, tiny_dir)
             "--max_length=64", "--learning_rate=1e-3", "--checkpoint_every=2"]
     single = cli("jaxprune.experiments.distill", *args, f"--output_dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr[-3000:]
-    runs = run_processes("jaxprune.experiments.distill", [*args, f"--output_dir={tmp_path / 'two'}"], count=2)
+    runs = run_processes("jaxprune.experiments.distill", [*args, *mesh, f"--output_dir={tmp_path / 'two'}"], count=2)
     assert all(run.returncode == 0 for run in runs), [run.stderr[-3000:] for run in runs]
     one, two = (load_file(str(tmp_path / name / "student" / "model.safetensors")) for name in ("one", "two"))
     base = load_file(str(next(pathlib.Path(tiny_dir).glob("*.safetensors"))))

@@ -47,7 +47,10 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Student
                            "master weights).")
 _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ("float32", "bfloat16"), "Dtype of the forward and "
                                    "backward passes; bfloat16 keeps float32 master weights with --dtype=float32.")
-_MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh, e.g. data=2,fsdp=2,tensor=2.")
+_MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh, e.g. data=2,fsdp=2,tensor=2 (within a slice when "
+                            "--dcn_mesh is given).")
+_DCN_MESH = flags.DEFINE_string("dcn_mesh", "", "Axis sizes across slices (or hosts) over the data-centre network, "
+                                "e.g. data=2; each --mesh axis then spans both.")
 
 
 def main(argv):
@@ -80,7 +83,8 @@ def main(argv):
     from jaxprune.distill.examples import kept_fraction, reasoning_at, training_example
     from jaxprune.distill.train import train
 
-    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value))
+    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value),
+                              across_slices=sharding.parse_mesh_shape(_DCN_MESH.value) or None)
     distributed.log_topology(mesh)
     student, tokenizer = load_model(_STUDENT.value, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)
     if tokenizer is None:
