@@ -1,4 +1,4 @@
-"""Runs one jaxprune experiment as a SLURM batch job on a GPU cluster: one process per node, joined by
+"""Runs one jaxprune experiment as a SLURM batch job on a GPU cluster: one process per GPU, joined by
 `jax.distributed`.
 
     python launch/slurm.py --name=gsm8k --nodes=2 --gpus_per_node=8 --module=pipeline \
@@ -6,7 +6,8 @@
 
 Writes `outputs/slurm/<name>.sbatch` and submits it with `sbatch`; `--dry_run` prints the script and the command
 instead. Every task runs the same command with `--coordinator_address=auto`: under `srun`, `jax.distributed` reads
-the coordinator, the process count and this process's id from SLURM's environment. The checkout must be on a
+the coordinator, the process count, this process's id and its GPU (`SLURM_LOCALID`) from SLURM's environment, which
+is why there is one task per GPU. The checkout must be on a
 filesystem every node sees, and so must the outputs (only process 0 writes shared ones).
 """
 
@@ -18,9 +19,9 @@ import sys
 from absl import app, flags
 
 _NAME = flags.DEFINE_string("name", None, "Job name.", required=True)
-_NODES = flags.DEFINE_integer("nodes", 1, "Nodes (one jaxprune process each).")
-_GPUS = flags.DEFINE_integer("gpus_per_node", 8, "GPUs per node (the process's local devices).")
-_CPUS = flags.DEFINE_integer("cpus_per_task", 16, "CPU cores per process.")
+_NODES = flags.DEFINE_integer("nodes", 1, "Nodes.")
+_GPUS = flags.DEFINE_integer("gpus_per_node", 8, "GPUs per node (one jaxprune process each).")
+_CPUS = flags.DEFINE_integer("cpus_per_task", 8, "CPU cores per process.")
 _TIME = flags.DEFINE_string("time", "24:00:00", "Wall-clock limit.")
 _PARTITION = flags.DEFINE_string("partition", None, "SLURM partition.")
 _ACCOUNT = flags.DEFINE_string("account", None, "SLURM account.")
@@ -32,14 +33,15 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the script and the submit 
 
 def batch_script(checkout: str) -> str:
     """The sbatch script."""
-    options = {"job-name": _NAME.value, "nodes": _NODES.value, "ntasks-per-node": 1, "gpus-per-node": _GPUS.value,
+    options = {"job-name": _NAME.value, "nodes": _NODES.value, "ntasks-per-node": _GPUS.value,
+               "gpus-per-node": _GPUS.value,
                "cpus-per-task": _CPUS.value, "time": _TIME.value, "output": f"outputs/slurm/{_NAME.value}-%j.out"}
     options.update({key: value for key, value in (("partition", _PARTITION.value), ("account", _ACCOUNT.value))
                     if value})
     command = shlex.join(["python", "-m", f"jaxprune.experiments.{_MODULE.value}", f"--flagfile={_FLAGFILE.value}",
                           "--coordinator_address=auto"])
     return "\n".join(["#!/bin/bash", *(f"#SBATCH --{key}={value}" for key, value in options.items()),
-                      "set -euo pipefail", f"cd {shlex.quote(checkout)}", _SETUP.value,
+                      f"cd {shlex.quote(checkout)}", _SETUP.value, "set -euo pipefail",
                       f"srun --kill-on-bad-exit=1 {command}", ""])
 
 

@@ -28,7 +28,8 @@ _MODULE = flags.DEFINE_string("module", "pipeline", "Which jaxprune.experiments 
 _FLAGFILE = flags.DEFINE_string("flagfile_to_run", None, "The experiment's flagfile (a path in this checkout).",
                                 required=True)
 _OUTPUTS = flags.DEFINE_string("outputs", "outputs", "Folder (relative to the checkout) to collect from worker 0.")
-_COLLECT_TO = flags.DEFINE_string("collect_to", None, "Local folder for the outputs (default: outputs/<name>).")
+_COLLECT_TO = flags.DEFINE_string("collect_to", None, "Local folder the outputs become (default: outputs/<name>; "
+                                  "must not exist yet).")
 _KEEP = flags.DEFINE_bool("keep", False, "Do not delete the VM at the end.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 
@@ -60,10 +61,14 @@ def commands() -> list[list[str]]:
 
 def main(argv):
     del argv
-    if not os.path.isfile(_FLAGFILE.value):
-        raise app.UsageError(f"--flagfile_to_run={_FLAGFILE.value} does not exist in this checkout")
+    committed = subprocess.run(["git", "cat-file", "-e", f"HEAD:{_FLAGFILE.value}"], capture_output=True)
+    if committed.returncode:  # only the committed tree travels (git archive HEAD)
+        raise app.UsageError(f"--flagfile_to_run={_FLAGFILE.value} is not committed in this checkout")
+    collect_to = _COLLECT_TO.value or os.path.join("outputs", _NAME.value)
+    if os.path.exists(collect_to):  # scp --recurse would nest the outputs inside it
+        raise app.UsageError(f"--collect_to={collect_to} exists already; choose another")
     if not _DRY_RUN.value:
-        os.makedirs(_COLLECT_TO.value or os.path.join("outputs", _NAME.value), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(collect_to)), exist_ok=True)
     for command in commands():
         print(shlex.join(command), flush=True)
         if not _DRY_RUN.value and subprocess.run(command).returncode:

@@ -48,9 +48,12 @@ def test_tpu_dry_run_lists_the_whole_launch(tmp_path):
                             "--coordinator_address=auto")
     assert lines[4].endswith(f"run1:jaxprune/outputs {tmp_path / 'collected'} --zone=us-west4-a --project=lab --worker=0")
     assert lines[5] == "gcloud compute tpus tpu-vm delete run1 --zone=us-west4-a --project=lab --quiet"
-    kept = launch([a.format(out=tmp_path) for a in TPU] + ["--dry_run", "--keep", "--spot"]).stdout.splitlines()
+    kept = launch([a.format(out=tmp_path / "other") for a in TPU] + ["--dry_run", "--keep", "--spot"]).stdout.splitlines()
     assert len(kept) == 5 and kept[1].endswith(" --spot")
     assert not (tmp_path / "collected").exists()
+    (tmp_path / "collected").mkdir()
+    refused = launch([a.format(out=tmp_path / "collected") for a in TPU] + ["--dry_run"])
+    assert refused.returncode != 0 and "exists already" in refused.stderr
 
 
 def test_tpu_launch_runs_exactly_the_dry_run_commands_and_stops_at_a_failure(tmp_path):
@@ -59,14 +62,14 @@ def test_tpu_launch_runs_exactly_the_dry_run_commands_and_stops_at_a_failure(tmp
     log = stand_ins(tmp_path, ["gcloud", "git"])
     result = launch(args, path_dir=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert log.read_text().splitlines() == expected
-    assert (tmp_path / "collected").is_dir()
+    check, *calls = log.read_text().splitlines()
+    assert check == f"git cat-file -e HEAD:{FLAGFILE}" and calls == expected
 
     log.unlink()
     stand_ins(tmp_path, ["gcloud", "git"], failing="ssh")
     failed = launch(args, path_dir=tmp_path)
     assert failed.returncode != 0 and "still up" in failed.stderr
-    assert log.read_text().splitlines() == expected[:4]  # no collection, no delete after the failed run
+    assert log.read_text().splitlines()[1:] == expected[:4]  # no collection, no delete after the failed run
 
 
 def test_slurm_script_and_submission(tmp_path):
@@ -75,7 +78,7 @@ def test_slurm_script_and_submission(tmp_path):
     dry = launch(args + ["--dry_run"])
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    for option in ("--job-name=gsm8k", "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4", "--partition=gpu"):
+    for option in ("--job-name=gsm8k", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
         assert f"#SBATCH {option}" in lines
     assert f"srun --kill-on-bad-exit=1 python -m jaxprune.experiments.pipeline --flagfile={FLAGFILE} " \
            "--coordinator_address=auto" in lines
@@ -92,7 +95,8 @@ def test_slurm_script_and_submission(tmp_path):
     assert script.startswith("#!/bin/bash\n") and f"cd {checkout}\n" in script
 
 
-@pytest.mark.parametrize("launcher", [["launch/tpu_vm.py", "--zone=z"], ["launch/slurm.py"]])
-def test_a_missing_flagfile_is_refused(launcher):
+@pytest.mark.parametrize("launcher, message", [(["launch/tpu_vm.py", "--zone=z"], "is not committed"),
+                                               (["launch/slurm.py"], "does not exist")])
+def test_a_missing_flagfile_is_refused(launcher, message):
     result = launch([*launcher, "--name=x", "--flagfile_to_run=experiments/none.flags", "--dry_run"])
-    assert result.returncode != 0 and "experiments/none.flags does not exist" in result.stderr
+    assert result.returncode != 0 and f"experiments/none.flags {message}" in result.stderr
