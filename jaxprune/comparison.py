@@ -5,7 +5,7 @@ Each evaluation summary (the evaluate CLI's `<output>.summary.json`) of a distil
 are one row: accuracy as the mean over seeds with its spread, and a 95% bootstrap interval over every answered
 question of every seed pooled (so it covers question sampling, not the variation between seeds, which the spread
 shows). A summary without provenance (a model evaluated as it is, e.g. the student before training) is a row of
-its own, named by `base_name`.
+its own, named by `base_name`. All summaries must come from the same questions.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ METHOD_ORDER = ("unpruned", "greedy", "uniform", "surprisal", "h2o", "llmlingua2
 
 def comparison_rows(summaries: Sequence[dict[str, Any]], base_name: str = "base model") -> list[dict[str, Any]]:
     """One row per (method, keep ratio): accuracy over seeds, a pooled interval, reasoning length."""
+    question_sets = {(s.get("source"), s.get("split"), s.get("questions")) for s in summaries}
+    if len(question_sets) > 1:
+        raise ValueError(f"the summaries evaluate different question sets (source, split, count): "
+                         f"{sorted(question_sets, key=str)}")
     groups: dict[tuple[str, float | None], list[dict[str, Any]]] = collections.defaultdict(list)
-    for summary in summaries:
+    for summary in sorted(summaries, key=lambda s: (s.get("distillation") or {}).get("seed", 0)):
         training = summary.get("distillation")
         key = (training["method"], training["keep_ratio"]) if training else (base_name, None)
         groups[key].append(summary)

@@ -53,15 +53,22 @@ def step_token_forwards(prompt: int, reasoning_left: int, answer: int, candidate
     return length + sum(max(length - 2 - (prompt + i), 0) for i in range(scored))
 
 
+def _steps(reasoning: int, keep_ratio: float, deletions_per_step: int) -> list[int]:
+    """Reasoning tokens left at each scoring step."""
+    target, deleted, left = deletions_for(reasoning, keep_ratio), 0, []
+    while deleted < target:
+        left.append(reasoning - deleted)
+        deleted += min(deletions_per_step, target - deleted)
+    return left
+
+
 def chain_token_forwards(prompt: int, reasoning: int, answer: int, keep_ratio: float, *, deletions_per_step: int = 1,
                          proxy_top_k: int | None = None, shared_prefix: bool = True) -> int:
     """Token-forwards to prune one chain down to `keep_ratio` (including the final pass that measures it)."""
-    target = deletions_for(reasoning, keep_ratio)
-    total, deleted = 0, 0
-    while deleted < target:
-        total += step_token_forwards(prompt, reasoning - deleted, answer, proxy_top_k, shared_prefix)
-        deleted += min(deletions_per_step, target - deleted)
-    return total + prompt + reasoning - deleted + answer
+    left = _steps(reasoning, keep_ratio, deletions_per_step)
+    final = reasoning - deletions_for(reasoning, keep_ratio)
+    return sum(step_token_forwards(prompt, n, answer, proxy_top_k, shared_prefix) for n in left) + (
+        prompt + final + answer)
 
 
 def matrix_parameters(config: ModelConfig) -> int:
@@ -80,15 +87,17 @@ def flops_per_token(config: ModelConfig, context: int) -> float:
 def chain_cost(config: ModelConfig, prompt: int, reasoning: int, answer: int, keep_ratio: float, *,
                deletions_per_step: int = 1, proxy_top_k: int | None = None, shared_prefix: bool = True,
                token_budget: int = 65536, bytes_per_parameter: int = 2) -> dict[str, float]:
-    """Token-forwards, FLOPs (attention context taken as the whole chain, an upper bound) and weight bytes read."""
+    """Token-forwards, FLOPs (attention context taken as the whole chain, an upper bound) and the bytes of matrix
+    weights read (once per kernel call; the input embedding is only gathered)."""
     forwards = chain_token_forwards(prompt, reasoning, answer, keep_ratio, deletions_per_step=deletions_per_step,
                                     proxy_top_k=proxy_top_k, shared_prefix=shared_prefix)
-    steps = math.ceil(deletions_for(reasoning, keep_ratio) / deletions_per_step) + 1
-    calls = steps + math.ceil(forwards / token_budget)  # a base pass per step, then the candidate calls
-    weights = (matrix_parameters(config) + config.vocab_size * config.hidden_size) * bytes_per_parameter
+    calls = 1  # the final base pass; then per step a base pass and the candidate calls
+    for n in _steps(reasoning, keep_ratio, deletions_per_step):
+        candidates = step_token_forwards(prompt, n, answer, proxy_top_k, shared_prefix) - (prompt + n + answer)
+        calls += 1 + math.ceil(candidates / token_budget)
     return {"token_forwards": forwards,
             "flops": forwards * flops_per_token(config, prompt + reasoning + answer),
-            "weight_bytes": calls * weights}
+            "weight_bytes": calls * matrix_parameters(config) * bytes_per_parameter}
 
 
 def chains_per_hour(cost: dict[str, float], accelerator: Accelerator, utilisation: float) -> float:

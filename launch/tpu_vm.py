@@ -76,5 +76,6 @@ def main(argv):
                      f"commands (--dry_run lists them), or delete it with gcloud compute tpus tpu-vm delete "
                      f"{_NAME.value} --zone={_ZONE.value}")
 
+
 if __name__ == "__main__":
     app.run(main)

@@ -196,7 +196,7 @@ def test_attention_received_and_rescoring_agree_with_the_pruning_kernel(tiny_dir
 
 
 def test_answer_preservation_reads_the_continuation_after_the_answer_opening(smollm2):
-    """A model wired to answer " 7" right after "####": chains whose teacher said 7 are preserved, the one whose
+    """A model wired to answer "7" right after the answer's opening: chains whose teacher said 7 are preserved, the one whose
     teacher said 8 is not; chains pruned short of a keep ratio are left out of it."""
     from conftest import scripted_model
     from jaxprune.analysis.preservation import answer_opening, answer_preservation, kept_prompt
@@ -210,9 +210,9 @@ def test_answer_preservation_reads_the_continuation_after_the_answer_opening(smo
                         "prompt_token_ids": list(split.prompt), "reasoning_token_ids": list(split.reasoning),
                         "answer_token_ids": list(split.answer), "deletion_order": order})
     opening = answer_opening(records[0], tokenizer)
-    assert tokenizer.decode(opening) == "####"
+    assert tokenizer.decode(opening).rstrip() == "####"  # up to the value (SmolLM2 splits " 7" into " ", "7")
     assert len(kept_prompt(records[0], 0.7)) == len(records[0]["prompt_token_ids"]) + 7 - 3
-    model = scripted_model(tokenizer, opening[-1], " 7")
+    model = scripted_model(tokenizer, opening[-1], "7")
     result = answer_preservation(model, tokenizer, records, [1.0, 0.7], max_new_tokens=4, batch_size=2)
     assert result[1.0]["chains"] == 3 and result[1.0]["preserved"] == 2
     assert result[0.7]["chains"] == 2 and result[0.7]["preserved"] == 1  # c1 was pruned by one token only
@@ -243,3 +243,11 @@ def test_llm_annotations_are_parsed_leniently_and_compared_with_the_tagger():
     assert "1:She 2:sold 3:48" in prompts_seen[0] and "SYMBOLIC_MATH" in prompts_seen[0]
     assert result["words"] == len(words[0]) + len(words[1]) and result["labelled_by_llm"] == len(words[0]) + 2
     assert result["agreement"] == pytest.approx((len(words[0]) + 1) / (len(words[0]) + 2))
+
+
+def test_markdown_marks_pronoun_i_and_instructions_are_not_maths_or_names():
+    words = [(w.text, w.role) for w in tag_words("**Step 1:** Find the total. I think (Total is 5 * 3) in May.",
+                                                  "Find the number of apples.") if w.kind != "space"]
+    assert words == [("**", F), ("Step", M), ("1", M), (":", F), ("**", F), ("Find", F), ("the", F), ("total", V),
+                     (".", F), ("I", F), ("think", F), ("(", S), ("Total", V), ("is", F), ("5", S), ("*", S),
+                     ("3", S), (")", S), ("in", F), ("May", E), (".", F)]

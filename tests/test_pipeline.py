@@ -23,8 +23,8 @@ def _summary(correct, questions, reasoning_tokens, method=None, keep_ratio=None,
 
 
 def test_comparison_groups_seeds_and_pools_questions(tmp_path):
-    summaries = [_summary(300, 1000, 40.0, "greedy", 0.7, seed=0, achieved=0.69),
-                 _summary(500, 1000, 50.0, "greedy", 0.7, seed=1, achieved=0.71),
+    summaries = [_summary(500, 1000, 50.0, "greedy", 0.7, seed=1, achieved=0.71),  # listed before seed 0
+                 _summary(300, 1000, 40.0, "greedy", 0.7, seed=0, achieved=0.69),
                  _summary(100, 1000, 60.0, "uniform", 0.7, seed=0),
                  _summary(700, 1000, 80.0, "unpruned", 1.0, seed=0),
                  _summary(20, 1000, 90.0)]
@@ -38,6 +38,9 @@ def test_comparison_groups_seeds_and_pools_questions(tmp_path):
     half_width = 1.96 * math.sqrt(0.4 * 0.6 / 2000)  # 800 of 2000 pooled answers right
     assert greedy["accuracy_ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
     assert rows[0]["achieved_keep_ratio"] is None and rows[3]["accuracy_sd"] == 0.0
+
+    with pytest.raises(ValueError, match="different question sets"):
+        comparison_rows(summaries + [_summary(1, 10, 5.0, "greedy", 0.9)])
 
     table = markdown_table(rows).splitlines()
     assert len(table) == 2 + len(rows)

@@ -11,8 +11,14 @@ from typing import Any, Sequence
 _TERMINAL_PALETTE = (244, 110, 75, 178, 208, 196)
 
 
-def token_texts(tokenizer, token_ids: Sequence[int]) -> list[str]:
-    return [tokenizer.decode([token]) for token in token_ids]
+def token_texts(tokenizer, token_ids: Sequence[int], context: int = 4) -> list[str]:
+    """Each token's share of the decoded text: what decoding it after the `context` tokens before it adds.
+    (Decoding tokens one by one drops SentencePiece's leading spaces and splits multi-byte characters.)"""
+    texts = []
+    for index in range(len(token_ids)):
+        before = list(token_ids[max(0, index - context): index])
+        texts.append(tokenizer.decode(before + [token_ids[index]])[len(tokenizer.decode(before)):])
+    return texts
 
 
 def deletion_steps(record: dict[str, Any]) -> list[int | None]:

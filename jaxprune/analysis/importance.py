@@ -72,11 +72,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(stats.spearmanr(x, y).statistic)
 
 
-def first_step_scores(scorer: Scorer, split: TokenSplit, objective: str = "joint") -> np.ndarray:
-    """The objective's log-likelihood after deleting each reasoning token from the whole chain."""
-    return rescored(scorer, split, [], objective)
-
-
 def rescored(scorer: Scorer, split: TokenSplit, deleted: Sequence[int], objective: str = "joint") -> np.ndarray:
     """Greedy scores of every reasoning token after `deleted` are gone: NaN for those, else the objective's
     log-likelihood after also deleting the token (higher = cheaper to delete)."""
@@ -154,6 +149,10 @@ def importance_report(model: Llama, records: Sequence[dict[str, Any]], *, points
 
     `points` are fractions of each chain's deletions after which its ranking is re-evaluated. The MLP is trained on
     the tokens of a seeded (1 - held_out) share of the chains and scored on the others (it needs two chains)."""
+    if not records:
+        raise ValueError("no chains to analyse")
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     scorer = Scorer(model)
     fractions = [0.0, *points]
     per_chain, features, targets, dynamic = [], [], [], []
@@ -173,13 +172,14 @@ def importance_report(model: Llama, records: Sequence[dict[str, Any]], *, points
         targets.append(step_scores[0])
         if progress is not None:
             progress()
-    test = set(np.random.default_rng(seed).permutation(len(records))[:max(1, round(held_out * len(records)))])
+    held = min(max(1, round(held_out * len(records))), len(records) - 1)  # at least one chain on each side
+    test = set(np.random.default_rng(seed).permutation(len(records))[:held].tolist())
 
     def tokens_of(arrays, held):
         return np.concatenate([a for i, a in enumerate(arrays) if (i in test) == held])
 
     mlp_r = None
-    if len(records) >= 2:
+    if held > 0:
         mlp_r = fit_mlp(tokens_of(features, False), tokens_of(targets, False), tokens_of(features, True),
                         tokens_of(targets, True), seed=seed)["pearson_r"]
     layers = np.asarray([c["spearman_per_layer"] for c in per_chain])

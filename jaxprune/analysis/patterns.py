@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxprune.analysis.chain_view import token_texts
 from jaxprune.analysis.roles import CATEGORIES, token_roles
 from jaxprune.pruning.greedy import deletions_for
 from jaxprune.plotting import pyplot, save_figure
@@ -19,8 +20,7 @@ from jaxprune.plotting import pyplot, save_figure
 
 def chain_roles(record: dict[str, Any], tokenizer) -> list[str]:
     """The role of each of the chain's reasoning tokens (pruner tokens), tagged with the question's entities."""
-    texts = [tokenizer.decode([token]) for token in record["reasoning_token_ids"]]
-    return token_roles(texts, record.get("question", ""))
+    return token_roles(token_texts(tokenizer, record["reasoning_token_ids"]), record.get("question", ""))
 
 
 def retention(records: Sequence[dict[str, Any]], roles: Sequence[Sequence[str]],

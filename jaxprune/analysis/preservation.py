@@ -20,17 +20,16 @@ from jaxprune.plotting import pyplot, save_figure
 
 
 def answer_opening(record: dict[str, Any], tokenizer) -> list[int]:
-    """The shortest prefix of the chain's answer tokens whose text reaches the answer value: everything before
-    the teacher's prediction (or before the first digit) in the answer text."""
+    """The longest prefix of the chain's answer tokens that stops before the answer value: the text before the
+    teacher's prediction (its last occurrence; else before the first digit) in the answer."""
     answer, prediction = record["answer"], record.get("prediction") or ""
-    cut = answer.find(prediction) if prediction and prediction in answer else next(
+    cut = answer.rfind(prediction) if prediction and prediction in answer else next(
         (i for i, ch in enumerate(answer) if ch.isdigit()), len(answer))
-    opening = answer[:cut].rstrip()
-    ids = record["answer_token_ids"]
-    for count in range(len(ids) + 1):
-        if tokenizer.decode(ids[:count]).rstrip().endswith(opening) or not opening:
-            return list(ids[:count])
-    raise ValueError(f"chain {record['id']!r}: its answer tokens never spell {opening!r}")
+    opening, ids = answer[:cut], record["answer_token_ids"]
+    count = 0
+    while count < len(ids) and opening.startswith(tokenizer.decode(ids[:count + 1]).rstrip()):
+        count += 1
+    return list(ids[:count])
 
 
 def kept_prompt(record: dict[str, Any], keep_ratio: float) -> list[int]:

@@ -11,7 +11,7 @@ Six categories by strict priority: the first rule that matches a word decides.
    counted objects (a noun right after a number, in the question or the reasoning, and its later mentions).
 5. VERBAL_MATH: arithmetic in words ("half", "twice", "total", "remaining", "more", "per", "rate", "multiply", ...).
 6. FUNCTION ("Grammar"): everything else: articles, prepositions, conjunctions, auxiliaries, other verbs and
-   adjectives, punctuation, formatting and whitespace.
+   adjectives, punctuation, formatting (markdown `**`) and whitespace.
 
 The rules read the word and its neighbours only, so the same word in the same role gets the same label wherever it
 occurs. A model token takes the highest-priority label among the words it overlaps (whitespace-only tokens are
@@ -29,7 +29,8 @@ PRIORITY = {category: rank for rank, category in enumerate(CATEGORIES)}
 
 _WORD = re.compile(r"""
     (?P<number>[$€£]?\d+(?:,\d{3})*(?:\.\d+)?%?|[$€£]?\.\d+%?)  # 48, $1,200, 0.5, 25%
-  | (?P<symbol>[-+*/=×÷^<>()%$€£]|\*\*)                      # operators, equation signs, currency alone
+  | (?P<format>\*\*|__|`+)                                   # markdown emphasis and code marks
+  | (?P<symbol>[-+*/=×÷^<>()%$€£])                           # operators, equation signs, currency alone
   | (?P<word>[A-Za-z]+(?:'[A-Za-z]+)?)                       # words, contractions (let's)
   | (?P<space>\s+)
   | (?P<other>.)                                             # punctuation and anything else
@@ -48,6 +49,9 @@ VERBAL_MATH_WORDS = frozenset(
     "dividing add added adding plus minus subtract subtracted subtracting percent percentage quarter average combined "
     "increase increased decrease decreased split share equal equals equally twice thrice dozen dozens".split())
 _SENTENCE_BREAKS = (".", "!", "?", ":", "-", "\n")  # pieces after which a capitalised word opens a sentence
+# Instructions that open questions ("Find the ...") are not names.
+_INSTRUCTIONS = frozenset("find calculate compute determine solve write show use suppose assume given "
+                          "express simplify evaluate".split())
 GRAMMAR_WORDS = frozenset(
     "a an the of in on at for to from by with into over under about and or but nor so yet if than as that which who "
     "whom whose is are was were be been being am has have had do does did will would can could shall should may "
@@ -77,8 +81,8 @@ def _normal(word: str) -> str:
 
 def _could_be_entity(word: str) -> bool:
     lowered = word.lower()
-    return lowered not in GRAMMAR_WORDS | VERBAL_MATH_WORDS | COREFERENCE_WORDS and not any(
-        lowered == phrase[0] for phrase in META_PHRASES if len(phrase) == 1)
+    return len(word) > 1 and lowered not in GRAMMAR_WORDS | VERBAL_MATH_WORDS | COREFERENCE_WORDS | _INSTRUCTIONS \
+        and not any(lowered == phrase[0] for phrase in META_PHRASES if len(phrase) == 1)
 
 
 def entities_of(text: str, *, sentence_subjects: bool = False) -> set[str]:
@@ -157,8 +161,9 @@ def tag_words(text: str, question: str = "") -> list[Word]:
             elif lowered[index] in COREFERENCE_WORDS:
                 roles[index] = "COREFERENCE"
             elif (_could_be_entity(word) and _normal(word) in entities) or (
-                    word[0].isupper() and before is not None and before[0] not in _SENTENCE_BREAKS
-                    and roles[solid[position - 1]] != "META_DISCOURSE"):
+                    len(word) > 1 and word[0].isupper() and before is not None and before[0] not in _SENTENCE_BREAKS
+                    and before[3] != "format" and roles[solid[position - 1]] != "META_DISCOURSE"
+                    and lowered[index] not in VERBAL_MATH_WORDS | _INSTRUCTIONS):  # "in May", "Bob knows"
                 roles[index] = "ENTITY_NAME"  # also any capitalised word inside a sentence ("in May")
             elif lowered[index] in VERBAL_MATH_WORDS:
                 roles[index] = "VERBAL_MATH"

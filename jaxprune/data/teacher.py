@@ -87,8 +87,9 @@ REFERENCE_TEACHER = "reference solution"
 
 def reference_chains(questions: Sequence[dict[str, Any]], tokenizer, system: str | None) -> list[dict[str, Any]]:
     """Chains from the questions' own worked solutions instead of a teacher's samples (GSM8K's `<<48/2=24>>`
-    calculator annotations removed): a small model's own chains are rarely correct, a dataset's solutions always
-    are. Each record has the fields a sampled chain has, with `teacher` = "reference solution"."""
+    calculator annotations removed), for when a small model's own chains are rarely correct. Records carry the
+    fields the filters, the pruner and the student read, `attempts` 0 and `teacher` "reference solution"; a
+    solution without the dataset's answer marker (MATH solutions often lack "Thus, the ...") is judged wrong."""
     records = []
     for question in questions:
         if not question.get("solution"):

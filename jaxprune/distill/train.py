@@ -46,7 +46,7 @@ class TrainConfig:
     lora_rank: int = 0                       # 0: full fine-tuning
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
-    compute_dtype: str = "float32"           # "bfloat16": half-precision passes, float32 master weights
+    compute_dtype: str = "float32"           # "bfloat16": passes on bfloat16 casts; "float32": the parameter dtype
 
     @property
     def lora_scale(self) -> float:

@@ -74,7 +74,11 @@ def main(argv):
         spec = _TOKENIZER.value or records[0].get("pruner")
         if not spec:
             raise app.UsageError(f"{label}: records name no `pruner`; pass --tokenizer")
-        tokenizer = tokenizers.setdefault(spec, load_tokenizer(spec))
+        if spec not in tokenizers:
+            tokenizers[spec] = load_tokenizer(spec)
+            if tokenizers[spec] is None:
+                raise app.UsageError(f"pruner {spec}: no tokenizer files next to the model")
+        tokenizer = tokenizers[spec]
         roles = [patterns.chain_roles(record, tokenizer) for record in records]
         results[label] = patterns.retention(records, roles, keep_ratios)
         if spec == next(iter(tokenizers)):  # the viewer decodes with one tokenizer: the first file's pruner
@@ -97,7 +101,8 @@ def main(argv):
 
 
 def _model_analyses(files) -> list[str]:
-    """Attention / dynamic importance on the greedy chains and answer preservation per file, with the pruner."""
+    """Attention / dynamic importance on the greedy chains, answer preservation per file and the LLM annotator, with
+    the pruner (files pruned by another model are left out of these)."""
     from tqdm import tqdm
 
     from jaxprune.analysis import annotator, importance, preservation
@@ -108,21 +113,24 @@ def _model_analyses(files) -> list[str]:
     if not spec:
         raise app.UsageError("records name no `pruner`; pass --model")
     model, tokenizer = load_model(spec)
+    # Token ids only mean something to the pruner that wrote them.
+    files = {label: records for label, records in files.items() if records[0].get("pruner", spec) == spec}
     sections = []
-    greedy = [label for label in files if label.startswith("greedy")]
+    greedy = sorted((label for label in files if label.startswith("greedy")), key=lambda label: label != "greedy")
     if _IMPORTANCE_CHAINS.value and greedy:
         records = files[greedy[0]][:_IMPORTANCE_CHAINS.value]
         progress = tqdm(total=len(records), desc="attention and re-scoring", unit="chain")
-        report = importance.importance_report(model, records, progress=progress.update)
+        report = importance.importance_report(model, records, objective=records[0].get("objective", "joint"),
+                                              progress=progress.update)
         progress.close()
         write_text_atomic(os.path.join(_OUTPUT_DIR.value, "importance.json"), json.dumps(report, indent=2))
         summary = importance.markdown_summary(report)
         write_text_atomic(os.path.join(_OUTPUT_DIR.value, "importance.md"), summary)
         sections += ["## Attention and dynamic importance (" + greedy[0] + ")", "", summary]
     elif _IMPORTANCE_CHAINS.value:
-        logging.warning("--importance_chains: no greedy file among --pruned; skipped")
+        logging.warning("--importance_chains: no greedy file of pruner %s among --pruned; skipped", spec)
     if _PRESERVATION_CHAINS.value:
-        ratios = [1.0] + sorted((float(r) for r in _KEEP_RATIOS.value), reverse=True)
+        ratios = sorted({1.0, *(float(r) for r in _KEEP_RATIOS.value)}, reverse=True)
         results = {label: preservation.answer_preservation(model, tokenizer, records[:_PRESERVATION_CHAINS.value],
                                                            ratios, max_new_tokens=_MAX_NEW_TOKENS.value)
                    for label, records in files.items()}
@@ -141,6 +149,7 @@ def _model_analyses(files) -> list[str]:
                      f"{len(records)} chains; agreement {result['agreement']:.3f}, Cohen's kappa "
                      f"{result['cohen_kappa']:.3f} (prompt: `jaxprune/analysis/annotator.py`).", ""]
     return sections
+
 
 if __name__ == "__main__":
     app.run(main)

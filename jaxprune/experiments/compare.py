@@ -37,7 +37,10 @@ def main(argv):
         for field in ("accuracy", "correct", "questions", "mean_reasoning_tokens"):
             if field not in summaries[-1]:
                 raise app.UsageError(f"{path}: field '{field}' is missing; is it an evaluation summary?")
-    rows = comparison_rows(summaries, _BASE_NAME.value)
+    try:
+        rows = comparison_rows(summaries, _BASE_NAME.value)
+    except ValueError as error:
+        raise app.UsageError(f"--summaries: {error}") from None
     table = markdown_table(rows)
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "comparison.md"), table)
     write_text_atomic(os.path.join(_OUTPUT_DIR.value, "comparison.json"), json.dumps(rows, indent=2))

@@ -45,8 +45,9 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50, "Checkpoint int
 _SEED = flags.DEFINE_integer("seed", 0, "Data order and LoRA initialisation.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Student parameter dtype (the optimizer's "
                            "master weights).")
-_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ("float32", "bfloat16"), "Dtype of the forward and "
-                                   "backward passes; bfloat16 keeps float32 master weights with --dtype=float32.")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ("float32", "bfloat16"), "bfloat16: cast the "
+                                   "weights to bfloat16 for the forward and backward passes (float32 masters with "
+                                   "--dtype=float32); float32: compute in the parameter dtype.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh, e.g. data=2,fsdp=2,tensor=2 (within a slice when "
                             "--dcn_mesh is given).")
 _DCN_MESH = flags.DEFINE_string("dcn_mesh", "", "Axis sizes across slices (or hosts) over the data-centre network, "
@@ -95,7 +96,11 @@ def main(argv):
         pruner = None
         if _KEEP_RATIO.value < 1:
             spec = _PRUNER.value or record["pruner"]
-            pruner = pruner_tokenizers.setdefault(spec, load_tokenizer(spec))
+            if spec not in pruner_tokenizers:
+                pruner_tokenizers[spec] = load_tokenizer(spec)
+                if pruner_tokenizers[spec] is None:
+                    raise app.UsageError(f"pruner {spec}: no tokenizer files next to the model")
+            pruner = pruner_tokenizers[spec]
         examples.append(training_example(tokenizer, record, reasoning_at(record, pruner, _KEEP_RATIO.value)))
     logging.info("%d examples at keep ratio %s; %d tokens on average", len(examples), _KEEP_RATIO.value,
                  sum(len(e.tokens) for e in examples) // max(len(examples), 1))

@@ -43,7 +43,8 @@ _MIN_REASONING_CHARS = flags.DEFINE_integer("min_reasoning_chars", 100, "Filter:
 _LENGTH_PERCENTILE = flags.DEFINE_float("length_percentile", None, "Filter: drop chains longer than this "
                                         "percentile (default 99 for GSM8K, 90 for MATH and MMLU-Pro; 100: off).")
 _FROM_SOLUTIONS = flags.DEFINE_bool("from_solutions", False, "No sampling: the questions' own worked solutions "
-                                     "are the chains (GSM8K train, MATH, generated:N); --model then only tokenizes.")
+                                     "are the chains (GSM8K train, generated:N; a solution without the dataset's "
+                                     "answer marker is judged wrong and filtered); --model then only tokenizes.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Teacher dtype.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Local device mesh; the batch is split over it.")
 

@@ -109,6 +109,10 @@ def main(argv):
         raise app.UsageError(f"--keep_ratios={_KEEP_RATIOS.value}: each must be in (0, 1); 1 is the unpruned "
                              "student, trained anyway")
 
+    stems = [os.path.splitext(os.path.basename(flagfile))[0] for flagfile in _CHAIN_FLAGS.value]
+    if len(set(stems)) < len(stems) or "train" in stems:
+        raise app.UsageError(f"--chain_flags={','.join(_CHAIN_FLAGS.value)}: flagfile names name the chain files, "
+                             "so they must differ (and not be 'train', the joined file)")
     chain_files = []
     for flagfile in _CHAIN_FLAGS.value:
         output = os.path.join(work, "chains", os.path.splitext(os.path.basename(flagfile))[0] + ".jsonl")
