@@ -95,3 +95,20 @@ def test_two_processes_train_the_same_student_as_one(tmp_path, pruned, tiny_dir,
         np.testing.assert_allclose(two[name], one[name], atol=1e-5, err_msg=name)
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / name / "metrics.jsonl")] for name in ("one", "two")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_chains_packaged_as_parquet_read_like_the_jsonl(tmp_path, pruned):
+    """Chains shared through `datasets` (a parquet file) give the same records and training examples."""
+    import datasets
+
+    from jaxprune.data.records import read_chains
+
+    record, tokenizer = pruned
+    records = [dict(record, id=f"c{i}") for i in range(3)]
+    (tmp_path / "chains.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    datasets.Dataset.from_list(records).to_parquet(str(tmp_path / "chains.parquet"))
+    from_jsonl, from_parquet = (read_chains(str(tmp_path / f"chains.{ext}")) for ext in ("jsonl", "parquet"))
+    assert [where for where, _ in from_parquet] == [f"{tmp_path / 'chains.parquet'}:row {i}" for i in (1, 2, 3)]
+    for (_, a), (_, b) in zip(from_jsonl, from_parquet):
+        assert training_example(tokenizer, a, reasoning_at(a, tokenizer, 0.5)).tokens.tolist() == \
+            training_example(tokenizer, b, reasoning_at(b, tokenizer, 0.5)).tokens.tolist()

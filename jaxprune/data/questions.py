@@ -21,7 +21,7 @@ import os
 from typing import Any, Iterator
 
 from jaxprune.data.answers import DATASETS, extract_answer
-from jaxprune.data.records import RecordError, read_jsonl
+from jaxprune.data.records import RecordError, read_rows
 
 QUESTION_FIELDS = ("id", "dataset", "question", "gold")
 HUB_DATASETS = {"openai/gsm8k": ("gsm8k", "main"), "simplescaling/openaimath": ("math", None),
@@ -88,19 +88,6 @@ def _mmlu_question(raw: dict[str, Any], where: str) -> str:
     return _string(raw, "question", where) + "\n\nOptions:\n" + "\n".join(lines)
 
 
-def _local_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if path.endswith((".jsonl", ".json")):
-        for number, raw in read_jsonl(path):
-            yield f"{path}:{number}", raw
-    elif path.endswith(".parquet"):
-        import datasets
-
-        for number, raw in enumerate(datasets.load_dataset("parquet", data_files=path, split="train"), start=1):
-            yield f"{path}:row {number}", raw
-    else:
-        raise RecordError(f"{path}: expected a .jsonl or .parquet file")
-
-
 def _hub_rows(source: str, split: str, subset: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     import datasets
 
@@ -116,9 +103,9 @@ def _rows(source: str, split: str, subset: str | None) -> tuple[str, Iterator[tu
         path = next((c for c in candidates if os.path.isfile(c)), None)
         if path is None:
             raise RecordError(f"{source}: no {split}.jsonl or {split}.parquet in this directory")
-        return split, _local_rows(path)
+        return split, read_rows(path)
     if os.path.exists(source) or source.endswith((".jsonl", ".json", ".parquet")):
-        return os.path.splitext(os.path.basename(source))[0], _local_rows(source)
+        return os.path.splitext(os.path.basename(source))[0], read_rows(source)
     return split, _hub_rows(source, split, subset)
 
 

@@ -52,18 +52,33 @@ def check_fields(record: dict[str, Any], where: str, required: Iterable[str] = C
             raise RecordError(f"{where}: field '{field}' must be a string, got {type(record[field]).__name__}")
 
 
+def read_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`(where, record)` rows of a local `.jsonl` file (`path:line`) or a `.parquet` file read through `datasets`
+    (`path:row n`), e.g. chains packaged for the hub."""
+    if path.endswith((".jsonl", ".json")):
+        for number, record in read_jsonl(path):
+            yield f"{path}:{number}", record
+    elif path.endswith(".parquet"):
+        import datasets
+
+        for number, record in enumerate(datasets.load_dataset("parquet", data_files=path, split="train"), start=1):
+            yield f"{path}:row {number}", record
+    else:
+        raise RecordError(f"{path}: expected a .jsonl or .parquet file")
+
+
 def read_chains(path: str) -> list[tuple[str, dict[str, Any]]]:
-    """Reads and validates a whole chain file before any expensive work starts; ids must be unique.
+    """Reads and validates a whole chain file (JSONL, or parquet) before any expensive work starts; ids must be
+    unique.
 
     Returns `(where, record)` pairs, `where` being `path:line` for later error messages."""
     records, seen = [], {}
-    for number, record in read_jsonl(path):
-        where = f"{path}:{number}"
+    for where, record in read_rows(path):
         check_fields(record, where)
         key = str(record["id"])
         if key in seen:
-            raise RecordError(f"{where}: field 'id'={key!r} repeats line {seen[key]}")
-        seen[key] = number
+            raise RecordError(f"{where}: field 'id'={key!r} repeats {seen[key]}")
+        seen[key] = where
         records.append((where, record))
     return records
 

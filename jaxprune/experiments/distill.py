@@ -25,7 +25,8 @@ from jaxprune.distill.lora import DEFAULT_TARGETS
 
 _STUDENT = flags.DEFINE_string("student", DEFAULT_MODEL, "Student to fine-tune: GGUF file, Hugging Face directory, "
                                "hub id, or packaged:NAME.")
-_CHAINS = flags.DEFINE_string("chains", None, "JSONL chains: pruned (prune CLI output) or teacher chains.",
+_CHAINS = flags.DEFINE_string("chains", None, "Chains (JSONL, or parquet as shared through `datasets`): pruned "
+                              "(prune CLI output) or teacher chains.",
                               required=True)
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 1.0, "Train on the reasoning at this keep ratio (1: unpruned).")
 _PRUNER = flags.DEFINE_string("pruner", None, "Tokenizer that pruned the chains (default: each record's `pruner`).")

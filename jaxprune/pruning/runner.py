@@ -83,7 +83,7 @@ def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, w
         if record.get(field) != expected:
             raise RecordError(f"{where}: field '{field}'={record.get(field)!r} cannot be extended by a "
                               f"{expected!r} run")
-    if record.get("pruning_mode", {}) != _mode(config.prune):
+    if (record.get("pruning_mode") or {"exact": True}) != _mode(config.prune):  # {}: files from before "exact"
         raise RecordError(f"{where}: field 'pruning_mode' differs from this run's settings; cannot extend")
     if list(record.get("reasoning_token_ids", [])) != list(split.reasoning):
         raise RecordError(f"{where}: field 'reasoning_token_ids' does not match this tokenizer; cannot extend")
@@ -94,9 +94,10 @@ def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, w
 
 
 def _mode(prune: PruneConfig) -> dict[str, Any]:
+    """The pruning mode as recorded (never an empty object, which parquet cannot store)."""
     if prune.is_exact:
-        return {}
-    mode: dict[str, Any] = {"deletions_per_step": prune.deletions_per_step}
+        return {"exact": True}
+    mode: dict[str, Any] = {"exact": False, "deletions_per_step": prune.deletions_per_step}
     if prune.proxy is not None:
         mode.update(proxy=prune.proxy, proxy_top_k=prune.proxy_top_k)
     return mode
