@@ -18,7 +18,7 @@ import numpy as np
 from jaxprune.evaluation import bootstrap_interval
 from jaxprune.plotting import pyplot, save_figure
 
-METHOD_ORDER = ("unpruned", "greedy", "uniform", "surprisal", "h2o", "llmlingua2")
+METHOD_ORDER = ("unpruned", "greedy", "uniform", "surprisal", "attention", "llmlingua2")
 
 
 def comparison_rows(summaries: Sequence[dict[str, Any]], base_name: str = "base model") -> list[dict[str, Any]]:

@@ -82,7 +82,8 @@ def test_dry_run_prunes_once_per_method_and_trains_every_student(tmp_path, tiny_
 
 
 @pytest.mark.parametrize("bad, message", [("--keep_ratios=0.7,1", "each must be in"),
-                                          ("--seeds=zero", "--seeds"), ("--methods=", "at least one")])
+                                          ("--seeds=zero", "--seeds"), ("--methods=", "at least one"),
+                                          ("--methods=greedy,h2o", "unknown ['h2o']")])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, tiny_dir, bad, message):
     result = cli("jaxprune.experiments.pipeline", *_pipeline_args(tmp_path, tiny_dir), bad)
     assert result.returncode != 0 and message in result.stderr

@@ -28,6 +28,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxprune import distributed
+from jaxprune.pruning.runner import METHODS
 
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
 _CHAIN_FLAGS = flags.DEFINE_list("chain_flags", None, "Generate-CLI flagfiles of the training chains (teacher "
@@ -38,7 +39,7 @@ _DISTILL_FLAGS = flags.DEFINE_string("distill_flags", None, "Distill-CLI flagfil
                                      required=True)
 _EVALUATE_FLAGS = flags.DEFINE_string("evaluate_flags", None, "Evaluate-CLI flagfile (held-out questions, prompt).",
                                       required=True)
-_METHODS = flags.DEFINE_list("methods", ["greedy", "uniform", "surprisal", "h2o"], "Pruning methods compared.")
+_METHODS = flags.DEFINE_list("methods", ["greedy", "uniform", "surprisal", "attention"], "Pruning methods compared (attention: H2O-style).")
 _KEEP_RATIOS = flags.DEFINE_list("keep_ratios", ["0.9", "0.8", "0.7"], "Training keep ratios, each in (0, 1).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Distillation seeds (data order, LoRA initialisation).")
 _BASE_MODEL = flags.DEFINE_string("base_model", None, "Also evaluate this model untrained (the student before "
@@ -105,6 +106,9 @@ def main(argv):
         raise app.UsageError(f"--keep_ratios / --seeds: {error}") from None
     if not _METHODS.value:
         raise app.UsageError("--methods: at least one pruning method")
+    unknown = sorted(set(_METHODS.value) - set(METHODS))
+    if unknown:
+        raise app.UsageError(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     if not all(0 < r < 1 for r in keep_ratios):
         raise app.UsageError(f"--keep_ratios={_KEEP_RATIOS.value}: each must be in (0, 1); 1 is the unpruned "
                              "student, trained anyway")
