@@ -92,7 +92,7 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, tiny_dir, bad, 
 
 def test_whole_pipeline_on_a_tiny_model_then_a_rerun_skips_every_finished_stage(tmp_path, tiny_dir):
     args = [*_pipeline_args(tmp_path, tiny_dir), "--methods=greedy,uniform", "--keep_ratios=0.7", "--seeds=0"]
-    result = cli("jaxprune.experiments.pipeline", *args)
+    result = cli("jaxprune.experiments.pipeline", *args, timeout=1500)  # ten stage processes
     assert result.returncode == 0, result.stderr[-3000:]
     work = tmp_path / "work"
     rows = json.loads((work / "report" / "comparison.json").read_text())
