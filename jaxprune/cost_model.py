@@ -104,3 +104,50 @@ def chains_per_hour(cost: dict[str, float], accelerator: Accelerator, utilisatio
     """Chains an hour when FLOPs run at `utilisation` of peak, or weight traffic at full bandwidth if slower."""
     seconds = max(cost["flops"] / (accelerator.peak_flops * utilisation), cost["weight_bytes"] / accelerator.bandwidth)
     return 3600.0 / seconds
+
+
+# What one compiled program computes, counted the way XLA does (dense attention over every key slot, masked or not),
+# so that the count can be checked against `compiled.cost_analysis()` (`jaxprune/compile_check.py`).
+
+def forward_flops(config: ModelConfig, *, tokens: int, keys: int, head_tokens: int) -> float:
+    """A forward of `tokens` queries each attending over `keys` slots, with the vocabulary layer run for
+    `head_tokens` of them (all, when every token is scored; the last one, when only the next token is picked)."""
+    head = config.hidden_size * config.vocab_size
+    layers = 2.0 * tokens * (matrix_parameters(config) - head)
+    attention = 4.0 * config.num_layers * config.num_heads * config.head_dim * tokens * keys
+    return layers + attention + 2.0 * head_tokens * head
+
+
+def train_step_flops(config: ModelConfig, *, batch: int, length: int, remat: str) -> float:
+    """Model FLOPs of one optimizer step on `batch` sequences of `length` tokens: forward plus backward (twice the
+    forward: gradients of activations and of weights; LoRA needs the latter too, for the merged weight), plus one
+    more forward of the layers when they are rematerialised in full."""
+    tokens = batch * length
+    forward = forward_flops(config, tokens=tokens, keys=length, head_tokens=tokens)
+    layers_only = forward - 2.0 * tokens * config.hidden_size * config.vocab_size
+    return 3.0 * forward + (layers_only if remat == "full" else 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """One accelerator chip: peak dense bfloat16 FLOP/s, HBM bandwidth and size (published figures)."""
+
+    name: str
+    peak_flops: float
+    bandwidth: float
+    memory: float
+
+
+CHIPS = {  # TPU figures from Google Cloud's TPU pages; GPUs dense (no sparsity), SXM
+    "v5e": Chip("TPU v5e", 197e12, 819e9, 16 * 2**30),
+    "v5p": Chip("TPU v5p", 459e12, 2765e9, 95 * 2**30),
+    "v6e": Chip("TPU v6e", 918e12, 1640e9, 32 * 2**30),
+    "v4": Chip("TPU v4", 275e12, 1228e9, 32 * 2**30),
+    "h100": Chip("NVIDIA H100 SXM", 989e12, 3.35e12, 80e9),
+    "h200": Chip("NVIDIA H200", 989e12, 4.8e12, 141e9),
+}
+
+
+def roofline_seconds(flops: float, bytes_moved: float, chip: Chip, chips: int) -> float:
+    """The faster of the two limits cannot be beaten: compute at peak, or the bytes over HBM at full bandwidth."""
+    return max(flops / (chip.peak_flops * chips), bytes_moved / (chip.bandwidth * chips))

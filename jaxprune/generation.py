@@ -28,9 +28,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprune.models.llama import KVCache, Llama, init_cache, positions_from_keep
-from jaxprune.sharding import batch_sharding, replicate_unplaced
+from jaxprune.sharding import (batch_shards, batch_sharding, logical_sharding, mesh_context, mesh_of,
+                               replicate_unplaced)
 
 PROMPT_BUCKET = 32
+_CACHE_AXES = ("activation_batch", "activation_kv_heads", None, None)  # [batch, kv_heads, slots, head_dim]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,33 +149,45 @@ def _decode(graphdef, params, state: RowState, finish_count, *, sampling: Sampli
     return jax.lax.while_loop(keep_going, step, state)
 
 
+def empty_rows(config, batch_size: int, prompt_length: int, max_new_tokens: int, dtype, keys) -> RowState:
+    """The decoding state of `batch_size` idle rows: a KV cache of `prompt_length + max_new_tokens` slots."""
+    zeros = lambda: jnp.zeros(batch_size, jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
+    slots = prompt_length + max_new_tokens
+    return RowState(jnp.int32(0), init_cache(config, batch_size, slots, dtype), jnp.zeros((batch_size, slots), bool),
+                    zeros(), zeros(), zeros(), jnp.ones(batch_size, bool),
+                    jnp.zeros((batch_size, max_new_tokens), jnp.int32), zeros(), keys)
+
+
+def row_shardings(state, mesh: Mesh):
+    """Where a decoding state lives on `mesh`: rows over the batch axes; a KV cache's heads (its only 4-d arrays)
+    also over `tensor`, as the weights that write them are."""
+    def placement(x):
+        if x.ndim == 4:
+            return logical_sharding(mesh, _CACHE_AXES, x.shape)
+        return batch_sharding(mesh, x.ndim) if x.ndim else NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(placement, state)
+
+
 class Decoder:
     """Continuous-batching generation with one model and one sampling setting; see the module docstring."""
 
     def __init__(self, model: Llama, sampling: SamplingConfig, *, batch_size: int, max_prompt_length: int,
                  seed: int = 0, pad_id: int = 0, mesh: Mesh | None = None, refill_rows: int | None = None):
         self.graphdef, self.params = nnx.split(model)
+        mesh = mesh or mesh_of(self.params)  # a model loaded sharded brings its mesh
         self.sampling, self.seed, self.pad_id, self.mesh = sampling, seed, pad_id, mesh
-        if mesh is not None:
+        if mesh is not None:  # rows over the batch axes; weights stay as loaded (or are copied to every device)
             self.params = replicate_unplaced(self.params, mesh)
-            batch_size = -(-batch_size // mesh.size) * mesh.size
+            batch_size = -(-batch_size // batch_shards(mesh)) * batch_shards(mesh)
         self.batch_size = batch_size
         self.prompt_length = -(-max_prompt_length // PROMPT_BUCKET) * PROMPT_BUCKET
         # Prefilling costs about as much as a decode step per prompt token, so rows are refilled a few at a time.
         self.refill_rows = refill_rows or max(1, batch_size // 8)
-        slots = self.prompt_length + sampling.max_new_tokens
-        dtype = model.embed_tokens[...].dtype
-        zeros = lambda: jnp.zeros(batch_size, jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
-        self.state = self._place(RowState(
-            jnp.int32(0), init_cache(model.config, batch_size, slots, dtype), jnp.zeros((batch_size, slots), bool),
-            zeros(), zeros(), zeros(), jnp.ones(batch_size, bool),
-            jnp.zeros((batch_size, sampling.max_new_tokens), jnp.int32), zeros(), self._keys([[0]] * batch_size)))
+        self.state = self._place(empty_rows(model.config, batch_size, self.prompt_length, sampling.max_new_tokens,
+                                            model.embed_tokens[...].dtype, self._keys([[0]] * batch_size)))
 
     def _place(self, tree):
-        if self.mesh is None:
-            return tree
-        return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(self.mesh, x.ndim) if x.ndim else
-                                                     NamedSharding(self.mesh, PartitionSpec())), tree)
+        return tree if self.mesh is None else jax.device_put(tree, row_shardings(tree, self.mesh))
 
     def _keys(self, streams: Sequence[Sequence[int]]) -> jax.Array:
         ids = np.asarray(streams, np.uint32)
@@ -199,8 +213,10 @@ class Decoder:
             raise ValueError("every job's stream must have the same number of ids")
         streams += [[0] * len(streams[0])] * (count - len(jobs))
         row_ids = np.asarray(rows + [self.batch_size] * (count - len(jobs)), np.int32)
-        self.state = _prefill_rows(self.graphdef, self.params, self.state, jnp.asarray(row_ids), jnp.asarray(tokens),
-                                   jnp.asarray(valid), self._keys(streams), sampling=self.sampling)
+        with mesh_context(self.mesh):
+            self.state = _prefill_rows(self.graphdef, self.params, self.state, jnp.asarray(row_ids),
+                                       jnp.asarray(tokens), jnp.asarray(valid), self._keys(streams),
+                                       sampling=self.sampling)
 
     def run(self, next_job: Callable[[], Job | None]) -> Iterator[tuple[Job, list[int]]]:
         """Yields `(job, tokens)` as completions finish (tokens end with the stop token if one was hit); asks
@@ -229,8 +245,9 @@ class Decoder:
                 self._start(rows, new)
             if not any(jobs):
                 return
-            self.state = _decode(self.graphdef, self.params, self.state, jnp.int32(self.refill_rows),
-                                 sampling=self.sampling)
+            with mesh_context(self.mesh):
+                self.state = _decode(self.graphdef, self.params, self.state, jnp.int32(self.refill_rows),
+                                     sampling=self.sampling)
 
 
 def generate(model: Llama, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int = 0,

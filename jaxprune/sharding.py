@@ -6,6 +6,7 @@ maps each name to mesh axes (`data`, `fsdp`, `tensor`). Rules are data: experime
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Mapping, Sequence
 
@@ -25,6 +26,14 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("norm", None),
+    # activations (MaxText's split): rows over the batch axes, heads and MLP units over `tensor`, the residual
+    # stream's features whole (sharding them too would add an all-gather before every matmul)
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv_heads", "tensor"),
+    ("activation_mlp", "tensor"),
 )
 
 
@@ -100,6 +109,16 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], me
     return PartitionSpec(*spec)
 
 
+def constrain(x: jax.Array, logical_axes: Sequence[str | None], rules=DEFAULT_RULES) -> jax.Array:
+    """`x` constrained to the sharding its logical axes map to on the mesh in context (`jax.set_mesh`); unchanged
+    outside one. Propagation alone may leave an activation replicated (or split over the wrong axis) after a
+    reshape or a gather; the constraint pins what every layer hands to the next."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, x.shape, mesh, rules))
+
+
 def _logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:
     return tuple(variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape))
 
@@ -117,6 +136,34 @@ def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
     batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
     batch_axes = tuple(a for a in batch_axes if a in mesh.shape)
     return NamedSharding(mesh, PartitionSpec(batch_axes or None, *([None] * (ndim - 1))))
+
+
+def logical_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequence[int],
+                     rules=DEFAULT_RULES) -> NamedSharding:
+    """The NamedSharding the rules give an array with these logical axes (e.g. a KV cache's batch and heads)."""
+    return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh, rules))
+
+
+def batch_shards(mesh: Mesh, rules=DEFAULT_RULES) -> int:
+    """How many ways a batch is split on `mesh` (the product of the batch axes' sizes): batch sizes and packed
+    candidate rows are rounded up to a multiple of it."""
+    spec = batch_sharding(mesh, 1, rules).spec[0]
+    return math.prod(mesh.shape[axis] for axis in ((spec,) if isinstance(spec, str) else spec or ()))
+
+
+def mesh_of(params) -> Mesh | None:
+    """The mesh a model's weights were loaded onto (None for weights on one device), so that whoever runs a
+    sharded model (the scorer, the decoder) lays its inputs on the same devices without being told."""
+    for leaf in jax.tree.leaves(params):
+        placement = getattr(leaf, "sharding", None)
+        if isinstance(placement, NamedSharding) and placement.mesh.size > 1:
+            return placement.mesh
+    return None
+
+
+def mesh_context(mesh: Mesh | None):
+    """`jax.set_mesh(mesh)` (activation constraints apply inside), or nothing without a mesh."""
+    return jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
 
 
 def replicate_unplaced(params, mesh: Mesh):

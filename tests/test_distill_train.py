@@ -1,4 +1,5 @@
-"""Student SFT: the loss against a naive log-softmax reference, learning, the data order, and stop / resume."""
+"""Student SFT: the loss against a naive log-softmax reference, learning, the data order, and stop / resume;
+rematerialisation; the state's shardings and an ahead-of-time compile of the step on abstract parameters."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,8 @@ import pytest
 from flax import nnx
 
 from jaxprune.distill.examples import Example
-from jaxprune.distill.train import TrainConfig, example_indices, make_batch, masked_loss, train
+from jaxprune.distill.train import (TrainConfig, TrainState, example_indices, init_train_state, make_batch,
+                                   masked_loss, train, train_state_shardings, train_step)
 from jaxprune.models import Llama, ModelConfig, causal_mask, positions_from_keep
 
 CONFIG = ModelConfig(model_type="llama", vocab_size=50, hidden_size=32, intermediate_size=64, num_layers=2,
@@ -140,3 +142,89 @@ def test_bfloat16_compute_trains_float32_master_weights(tmp_path):
     assert runs["bfloat16"][0] != runs["float32"][0]
     assert runs["bfloat16"][0] == pytest.approx(runs["float32"][0], rel=2e-2)
     assert np.mean(runs["bfloat16"][-5:]) < 0.5 * np.mean(runs["bfloat16"][:3])
+
+
+def primitive_names(jaxpr) -> set[str]:
+    """Every primitive of `jaxpr`, nested jaxprs (jit, scan, remat) included."""
+    from jax.extend import core
+
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, (core.ClosedJaxpr, core.Jaxpr)):
+                    names |= primitive_names(getattr(sub, "jaxpr", sub))
+    return names
+
+
+def test_remat_policies_give_the_same_loss_and_gradients_and_really_rematerialise():
+    model = Llama(CONFIG, rngs=nnx.Rngs(5))
+    graphdef, params = nnx.split(model)
+    batch = list(map(jnp.asarray, make_batch(examples(), np.arange(4), max_length=16)))
+
+    def loss_and_grads(remat):
+        return jax.value_and_grad(lambda p: masked_loss(nnx.merge(graphdef, p), *batch, remat=remat))(params)
+
+    def step_primitives(remat):
+        config = TrainConfig(steps=1, batch_size=4, max_length=16, remat=remat)
+        state, optimizer = init_train_state(params, config)
+        jaxpr = jax.make_jaxpr(lambda s: train_step(graphdef, *s, *batch, optimizer=optimizer, lora_scale=0.0,
+                                                    compute_dtype="float32", remat=remat))(state)
+        return {name for name in primitive_names(jaxpr.jaxpr) if "remat" in name or "checkpoint" in name}
+
+    loss, grads = loss_and_grads("none")
+    assert not step_primitives("none")
+    for remat in ("full", "dots"):
+        remat_loss, remat_grads = loss_and_grads(remat)
+        assert float(remat_loss) == pytest.approx(float(loss), abs=1e-5)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
+        assert step_primitives(remat), remat  # the step's jaxpr holds a checkpoint (remat) primitive
+    with pytest.raises(ValueError, match="remat must be one of none, full, dots"):
+        TrainConfig(steps=1, remat="some")
+
+
+def test_adam_moments_of_a_full_fine_tune_are_sharded_like_their_parameters():
+    from jax.sharding import PartitionSpec
+
+    from jaxprune.sharding import make_mesh
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    _, params = nnx.split(Llama(CONFIG, rngs=nnx.Rngs(0)))
+    config = TrainConfig(steps=2, accumulation=2)  # MultiSteps: accumulated gradients mirror the parameters too
+    state, _ = init_train_state(params, config)
+    shardings = train_state_shardings(state, mesh)
+    assert jax.tree.structure(shardings) == jax.tree.structure(state)
+    placed = jax.device_put(state, shardings)
+    param_specs = [leaf.sharding.spec for leaf in jax.tree.leaves(placed.trainable)]
+    assert PartitionSpec("tensor", "fsdp") in param_specs  # the embedding: really split, on two axes
+    inner = placed.opt_state.inner_opt_state[0]  # adamw's ScaleByAdamState
+    for mirror in (inner.mu, inner.nu, placed.opt_state.acc_grads):
+        assert [leaf.sharding.spec for leaf in jax.tree.leaves(mirror)] == param_specs
+    assert inner.count.sharding.spec == PartitionSpec() and placed.opt_state.mini_step.sharding.spec == PartitionSpec()
+
+
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_the_step_compiles_ahead_of_time_on_abstract_sharded_parameters(lora_rank):
+    """The compile check a large run makes before loading anything: abstract parameters (nothing allocated), the
+    state's shardings on an 8-device mesh, and `train_step` lowered and compiled with remat."""
+    from jaxprune.sharding import batch_sharding, make_mesh
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    config = TrainConfig(steps=4, batch_size=4, max_length=16, lora_rank=lora_rank, remat="dots")
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Llama(CONFIG, rngs=nnx.Rngs(0))))
+    state = jax.eval_shape(lambda p: init_train_state(p, config)[0], params)
+    assert isinstance(state, TrainState) and all(isinstance(leaf, jax.ShapeDtypeStruct)
+                                                 for leaf in jax.tree.leaves(state))
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                            train_state_shardings(state, mesh))
+    rows = batch_sharding(mesh, 2)
+    batch = [jax.ShapeDtypeStruct((4, 16), dtype, sharding=rows) for dtype in (jnp.int32, bool, bool)]
+    _, optimizer = init_train_state(params, config)
+    with jax.set_mesh(mesh):  # as `train` runs it: the step pins its new state to the same shardings
+        compiled = train_step.lower(graphdef, *abstract, *batch, optimizer=optimizer, lora_scale=config.lora_scale,
+                                    compute_dtype=config.compute_dtype, remat=config.remat).compile()
+    for out, x in zip(jax.tree.leaves(compiled.output_shardings[0]), jax.tree.leaves(abstract.trainable)):
+        assert out.is_equivalent_to(x.sharding, len(x.shape))  # updated parameters stay where they were
+    assert compiled.memory_analysis() is not None

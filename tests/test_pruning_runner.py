@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import cli as run_module
@@ -36,6 +37,11 @@ CHAINS = [
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
     return load_model(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16(tiny_dir):
+    return load_model(tiny_dir, dtype=jnp.bfloat16)
 
 
 def write_chains(path, chains=CHAINS):
@@ -109,6 +115,40 @@ def test_extending_with_another_objective_is_refused(tmp_path, tiny):
     with pytest.raises(RecordError, match=r"first\.jsonl:1: field 'objective'='joint' cannot be extended"):
         run(tmp_path, tiny, name="second.jsonl", input=str(tmp_path / "first.jsonl"),
             prune=PruneConfig(keep_ratio=0.3, objective="answer"))
+
+
+def test_float32_greedy_is_recorded_as_exact_and_bfloat16_greedy_is_not(tmp_path, tiny, tiny_bf16):
+    _, records = run(tmp_path, tiny, name="float32.jsonl")
+    assert [r["pruning_mode"] for r in records] == [{"exact": True, "dtype": "float32"}] * len(records)
+    _, records = run(tmp_path, tiny_bf16, name="bfloat16.jsonl", dtype="bfloat16")
+    assert [r["pruning_mode"] for r in records] == [{"exact": False, "dtype": "bfloat16",
+                                                     "deletions_per_step": 1}] * len(records)
+
+
+def test_extending_a_float32_record_with_a_bfloat16_run_is_refused_naming_the_dtype(tmp_path, tiny, tiny_bf16):
+    run(tmp_path, tiny, name="first.jsonl")
+    with pytest.raises(RecordError, match=r"first\.jsonl:1: field 'pruning_mode'=\{'exact': True, 'dtype': 'float32'\} "
+                                         r"cannot be extended by a run with \{'exact': False, 'dtype': 'bfloat16'"):
+        run(tmp_path, tiny_bf16, name="second.jsonl", input=str(tmp_path / "first.jsonl"),
+            prune=PruneConfig(keep_ratio=0.3), dtype="bfloat16")
+
+
+@pytest.mark.parametrize("old_mode", [{"exact": True}, {}])
+def test_records_from_before_the_dtype_was_recorded_extend_as_exact_float32(tmp_path, tiny, old_mode):
+    _, direct = run(tmp_path, tiny, name="direct.jsonl", prune=PruneConfig(keep_ratio=0.2))
+    _, first = run(tmp_path, tiny, name="first.jsonl", prune=PruneConfig(keep_ratio=0.6))
+    write_chains(tmp_path / "old.jsonl", [dict(r, pruning_mode=old_mode) for r in first])
+    _, extended = run(tmp_path, tiny, name="extended.jsonl", input=str(tmp_path / "old.jsonl"),
+                      prune=PruneConfig(keep_ratio=0.2))
+    assert [r["deletion_order"] for r in extended] == [r["deletion_order"] for r in direct]
+    assert [r["pruning_mode"] for r in extended] == [r["pruning_mode"] for r in direct]
+
+
+def test_a_dtype_other_than_the_models_or_unknown_is_refused(tmp_path, tiny):
+    with pytest.raises(ValueError, match="the model is float32 but the run's dtype is 'bfloat16'"):
+        run(tmp_path, tiny, dtype="bfloat16")
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16"):
+        RunConfig(input="in.jsonl", output="out.jsonl", prune=PruneConfig(keep_ratio=0.5), dtype="float16")
 
 
 @pytest.mark.parametrize("method", ["uniform", "surprisal", "attention"])

@@ -16,8 +16,9 @@ from jax.sharding import Mesh
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.checkpoints.build import CheckpointError
-from jaxprune.checkpoints.gguf import load_gguf_model, load_gguf_tokenizer
+from jaxprune.checkpoints.gguf import GGUFFile, gguf_config, load_gguf_model, load_gguf_tokenizer
 from jaxprune.checkpoints.hf import load_hf_model
+from jaxprune.models.config import ModelConfig, load_hf_config, published_config_path
 from jaxprune.models.llama import Llama
 
 DEFAULT_MODEL = "packaged:SmolLM2-135M-Instruct"
@@ -64,6 +65,22 @@ def load_tokenizer(spec: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+def load_config(spec: str) -> ModelConfig:
+    """The architecture behind a `--model` value without its weights: a shipped published config for the paper's
+    hub ids, the directory's config.json, the GGUF metadata, or (other hub ids) config.json alone from the hub."""
+    published = published_config_path(spec)
+    if published is not None and not os.path.exists(spec):
+        return load_hf_config(published)
+    if spec.startswith("packaged:") or os.path.exists(spec):
+        path = local_model_path(spec)
+        return gguf_config(GGUFFile(path)) if os.path.isfile(path) else load_hf_config(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        from huggingface_hub import hf_hub_download
+
+        return load_hf_config(hf_hub_download(repo_id=spec, filename="config.json"))
+    raise CheckpointError(f"--model={spec}: not an existing file or directory, a hub id (org/name), or packaged:NAME")
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype=jnp.float32, mesh: Mesh | None = None,

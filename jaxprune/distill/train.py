@@ -6,16 +6,21 @@ it with the parameters, the optimizer state and the step, and a run stopped at a
 parameters as an uninterrupted one. The learning rate warms up linearly, then decays on a cosine; gradients can be
 accumulated over several batches (`optax.MultiSteps`). With `compute_dtype="bfloat16"` the forward and backward
 passes run in bfloat16 while the optimizer keeps float32 master weights. With `lora_rank` > 0 only LoRA adapters are trained
-(`jaxprune.distill.lora`) and the returned model has them merged in.
+(`jaxprune.distill.lora`) and the returned model has them merged in. `remat` trades compute for memory: each decoder
+layer keeps less for the backward pass and recomputes the rest (values are unchanged).
+
+The pieces `train` runs are public so that a compile check can use them on abstract parameters (ShapeDtypeStructs,
+nothing allocated): `init_train_state` (pure, so `jax.eval_shape` runs it), `train_state_shardings`, `train_step`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxprune import sharding
 from jaxprune.distill import lora
 from jaxprune.distill.examples import Example
-from jaxprune.models.llama import Llama, causal_mask, positions_from_keep
+from jaxprune.models.llama import REMAT_POLICIES, Llama, causal_mask, positions_from_keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +52,14 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
     compute_dtype: str = "float32"           # "bfloat16": passes on bfloat16 casts; "float32": the parameter dtype
+    remat: str = "none"                      # what each layer keeps for the backward pass (REMAT_POLICIES)
 
     @property
     def lora_scale(self) -> float:
-        return self.lora_alpha / self.lora_rank
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0  # unused without adapters
 
     def __post_init__(self):
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # hashable: make_optimizer caches by config
         for field in ("steps", "batch_size", "max_length", "accumulation", "checkpoint_every"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
@@ -60,9 +67,15 @@ class TrainConfig:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {self.remat!r}")
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with warmup and cosine decay, accumulating `config.accumulation` batches. Cached: the optimizer is a
+    static argument of `train_step`, so one object per config keeps one compiled step (e.g. for a compile check
+    and the run after it)."""
     updates = max(config.steps // config.accumulation, 1)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(config.warmup_steps, updates - 1),
                                                   updates)
@@ -109,12 +122,67 @@ def _placed_batch(examples, indices, max_length, pad_id, batch_sharding):
             for field in range(3)]
 
 
-def masked_loss(model: Llama, tokens, loss_mask, valid) -> jax.Array:
+def masked_loss(model: Llama, tokens, loss_mask, valid, remat: str = "none") -> jax.Array:
     """Mean negative log-likelihood of the target tokens (`loss_mask`), each predicted from the tokens before it."""
-    hidden, _, _ = model.hidden_states(tokens, positions_from_keep(valid), causal_mask(valid))
+    hidden, _, _ = model.hidden_states(tokens, positions_from_keep(valid), causal_mask(valid), remat=remat)
     log_probs = model.token_log_probs(hidden[:, :-1], tokens[:, 1:, None])[..., 0]
     weights = loss_mask[:, 1:].astype(jnp.float32)
     return -jnp.sum(log_probs * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+class TrainState(NamedTuple):
+    """What training carries from step to step: `frozen` base parameters (None for full fine-tuning), the
+    `trainable` ones (all parameters, or the LoRA adapters) and the optimizer state."""
+
+    frozen: Any
+    trainable: Any
+    opt_state: Any
+
+
+def init_train_state(params, config: TrainConfig) -> tuple[TrainState, optax.GradientTransformation]:
+    """The state before the first step, and the optimizer. Pure (no placement): works on concrete parameters and,
+    through `jax.eval_shape`, on abstract ones."""
+    optimizer = make_optimizer(config)
+    if config.lora_rank:
+        frozen, trainable = params, lora.init_adapters(params, config.lora_rank, config.lora_targets, config.seed)
+    else:
+        frozen, trainable = None, params
+    return TrainState(frozen, trainable, optimizer.init(trainable)), optimizer
+
+
+def train_state_shardings(state: TrainState, mesh: Mesh, rules=sharding.DEFAULT_RULES) -> TrainState:
+    """A NamedSharding for every array of `state` (concrete or abstract), in a tree of the same structure.
+
+    Parameters follow the logical-axis `rules`; LoRA adapters are replicated (they are small, and every shard of
+    the kernel they adapt needs all of them). Optimizer state mirrors the trainable tree (Adam's moments, the
+    accumulated gradients): each such subtree is sharded like the parameters, and the rest (step counts) is
+    replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    # specs without trailing Nones, as a compiled step hands its outputs back (`P()`, not `P(None,)`): the state
+    # a step returns then matches its inputs, and the next step needs no second compile
+    def canonical(named):
+        spec = tuple(named.spec)
+        while spec and spec[-1] is None:
+            spec = spec[:-1]
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    def by_rules(params):  # state_shardings gives one sharding per Variable; spread it over the Variable's leaves
+        return jax.tree.map(lambda named, variable: jax.tree.map(lambda _: canonical(named), variable),
+                            sharding.state_shardings(params, mesh, rules), params)
+
+    if state.frozen is None:  # full fine-tuning
+        frozen, trainable = None, by_rules(state.trainable)
+    else:
+        frozen, trainable = by_rules(state.frozen), jax.tree.map(lambda _: replicated, state.trainable)
+    params_structure = jax.tree.structure(state.trainable)
+
+    def mirrors_params(node) -> bool:
+        return jax.tree.structure(node) == params_structure
+
+    opt_state = jax.tree.map(lambda node: trainable if mirrors_params(node) else replicated, state.opt_state,
+                             is_leaf=mirrors_params)
+    return TrainState(frozen, trainable, opt_state)
 
 
 def _weights(frozen, trainable, lora_scale, dtype=None):
@@ -126,17 +194,31 @@ def _weights(frozen, trainable, lora_scale, dtype=None):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, weights)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "lora_scale", "compute_dtype"),
-                   donate_argnames=("trainable", "opt_state"))
-def _train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid, *, optimizer, lora_scale,
-                compute_dtype):
+@functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "lora_scale", "compute_dtype", "remat",
+                                             "rules"), donate_argnames=("trainable", "opt_state"))
+def train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid, *, optimizer, lora_scale,
+               compute_dtype, remat, rules=sharding.DEFAULT_RULES):
+    """One batch: `(trainable, opt_state, loss)` after a gradient step on the masked loss. `compute_dtype` and
+    `remat` are `TrainConfig`'s strings; the inputs may be abstract (`train_step.lower(...)`).
+
+    Under a mesh (`jax.set_mesh`) the new state is pinned to `train_state_shardings` by `rules`: left free, XLA
+    may hand it back laid out otherwise (LoRA adapters split over `fsdp`), which defeats the buffer donation and
+    compiles the step a second time for the new layout."""
+    dtype = None if compute_dtype == "float32" else jnp.dtype(compute_dtype)
+
     def loss_fn(trainable):
-        model = nnx.merge(graphdef, _weights(frozen, trainable, lora_scale, compute_dtype))
-        return masked_loss(model, tokens, loss_mask, valid)
+        model = nnx.merge(graphdef, _weights(frozen, trainable, lora_scale, dtype))
+        return masked_loss(model, tokens, loss_mask, valid, remat)
 
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, loss
+    trainable = optax.apply_updates(trainable, updates)
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:
+        pinned = train_state_shardings(TrainState(frozen, trainable, opt_state), mesh, rules)
+        trainable, opt_state = jax.lax.with_sharding_constraint((trainable, opt_state),
+                                                                (pinned.trainable, pinned.opt_state))
+    return trainable, opt_state, loss
 
 
 def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkpoint_dir: str, *, pad_id: int = 0,
@@ -144,28 +226,21 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
           on_step: Callable[[int, float], None] | None = None) -> Llama:
     """Trains `model` for `config.steps` batches, resuming from the newest checkpoint in `checkpoint_dir`.
 
-    With a `mesh`, parameters (and optimizer state) are sharded by the logical-axis `rules` and every batch is
-    split over the batch axes (`data`, `fsdp`); LoRA adapters are replicated."""
+    With a `mesh`, the state is placed by `train_state_shardings` and every batch is split over the batch axes
+    (`data`, `fsdp`)."""
     import orbax.checkpoint as ocp
 
-    graphdef, params = nnx.split(model)
     if mesh is not None:
         axes = sharding.batch_sharding(mesh, 1, rules).spec[0]
         split = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
         if config.batch_size % split:
             raise ValueError(f"batch_size={config.batch_size} does not split evenly over the mesh's {split} "
                              "batch shards")
-        params = jax.device_put(params, sharding.state_shardings(params, mesh, rules))
-    if config.lora_rank:
-        frozen, trainable = params, lora.init_adapters(params, config.lora_rank, config.lora_targets, config.seed)
-        if mesh is not None:
-            trainable = jax.device_put(trainable, NamedSharding(mesh, PartitionSpec()))
-    else:
-        frozen, trainable = None, params
-    scale = config.lora_scale if config.lora_rank else 0.0
-    compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
-    optimizer = make_optimizer(config)
-    opt_state = optimizer.init(trainable)
+    graphdef, params = nnx.split(model)
+    state, optimizer = init_train_state(params, config)  # optax's zeros follow the parameters' placement
+    if mesh is not None:
+        state = jax.device_put(state, train_state_shardings(state, mesh, rules))
+    frozen, trainable, opt_state = state
     manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(
         save_interval_steps=config.checkpoint_every, max_to_keep=2))
     step = 0
@@ -182,8 +257,11 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
         batch = (list(map(jnp.asarray, make_batch(examples, indices, config.max_length, pad_id))) if mesh is None
                  else _placed_batch(examples, indices, config.max_length, pad_id, sharding.batch_sharding(mesh, 2,
                                                                                                       rules)))
-        trainable, opt_state, loss = _train_step(graphdef, frozen, trainable, opt_state, *batch, optimizer=optimizer,
-                                                 lora_scale=scale, compute_dtype=compute_dtype)
+        with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
+            trainable, opt_state, loss = train_step(graphdef, frozen, trainable, opt_state, *batch,
+                                                    optimizer=optimizer, lora_scale=config.lora_scale,
+                                                    compute_dtype=config.compute_dtype, remat=config.remat,
+                                                    rules=rules)
         step += 1
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),
@@ -193,4 +271,4 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
             on_step(step, float(loss))
     manager.wait_until_finished()
     manager.close()
-    return nnx.merge(graphdef, _weights(frozen, trainable, scale))
+    return nnx.merge(graphdef, _weights(frozen, trainable, config.lora_scale))

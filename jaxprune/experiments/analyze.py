@@ -34,6 +34,9 @@ _PRESERVATION_CHAINS = flags.DEFINE_integer("preservation_chains", 0, "Chains pe
 _ANNOTATE_CHAINS = flags.DEFINE_integer("annotate_chains", 0, "Chains the model labels with functional roles, "
                                         "compared with the deterministic tagger (0: skip).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Answer preservation: tokens decoded at most.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype for the model-based analyses.")
+_MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh for the model-based analyses: rows over data (and "
+                            "fsdp), weights over fsdp and tensor, e.g. fsdp=-1.")
 
 
 def _label(records) -> str:
@@ -105,6 +108,10 @@ def _model_analyses(files) -> list[str]:
     the pruner (files pruned by another model are left out of these)."""
     from tqdm import tqdm
 
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprune import sharding
     from jaxprune.analysis import annotator, importance, preservation
     from jaxprune.checkpoints import load_model
     from jaxprune.data.records import write_text_atomic
@@ -112,7 +119,8 @@ def _model_analyses(files) -> list[str]:
     spec = _MODEL.value or next(iter(files.values()))[0].get("pruner")
     if not spec:
         raise app.UsageError("records name no `pruner`; pass --model")
-    model, tokenizer = load_model(spec)
+    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+    model, tokenizer = load_model(spec, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)  # scorer and decoder follow it
     # Token ids only mean something to the pruner that wrote them.
     files = {label: records for label, records in files.items() if records[0].get("pruner", spec) == spec}
     sections = []

@@ -46,7 +46,9 @@ _FROM_SOLUTIONS = flags.DEFINE_bool("from_solutions", False, "No sampling: the q
                                      "are the chains (GSM8K train, generated:N; a solution without the dataset's "
                                      "answer marker is judged wrong and filtered); --model then only tokenizes.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Teacher dtype.")
-_MESH = flags.DEFINE_string("mesh", "data=-1", "Local device mesh; the batch is split over it.")
+_MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: decode rows over data (and fsdp), "
+                            "weights and KV heads over fsdp / tensor, e.g. fsdp=-1 for a model that does not fit one "
+                            "device.")
 
 
 def main(argv):
@@ -92,7 +94,7 @@ def main(argv):
     else:
         mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
         distributed.log_topology(mesh)
-        model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value))
+        model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)  # into its shards
         if tokenizer is None:
             raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
         sample_chains(questions, model, tokenizer, config, system or None, all_output,

@@ -41,7 +41,9 @@ _ON_INVALID = flags.DEFINE_enum("on_invalid", "skip", ("skip", "fail"), "Chains 
 _MAX_CHAINS = flags.DEFINE_integer("max_chains", None, "Prune only the first N chains.")
 _TOKEN_BUDGET = flags.DEFINE_integer("token_budget", 4096, "Tokens per scoring call (memory vs. speed).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype; bfloat16 is approximate.")
-_MESH = flags.DEFINE_string("mesh", "data=-1", "Local device mesh for a chain's candidates, e.g. data=-1.")
+_MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: candidate rows over data (and fsdp), "
+                            "weights over fsdp and tensor, e.g. fsdp=-1 or data=2,fsdp=2,tensor=2. Each host "
+                            "prunes its own chains.")
 _SHOW = flags.DEFINE_integer("show", 3, "Print this many pruned chains, coloured by deletion step.")
 _HTML = flags.DEFINE_string("html", None, "Also write a self-contained HTML view of the output here.")
 
@@ -69,7 +71,8 @@ def main(argv):
     distributed.initialize()
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
     distributed.log_topology(mesh)
-    model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value))
+    # Weights go straight into their shards (fsdp / tensor axes); candidate rows are split over data and fsdp.
+    model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)
     if tokenizer is None:
         raise app.UsageError(f"--model={config.model}: no tokenizer files next to the model")
     counts = prune_dataset(config, model, tokenizer, token_budget=_TOKEN_BUDGET.value,

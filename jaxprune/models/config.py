@@ -186,9 +186,19 @@ def config_from_hf_dict(config: dict[str, Any], source: str = "config.json") -> 
         raise ConfigError(f"{source}: {error}") from None
 
 
+PUBLISHED_DIR = os.path.join(os.path.dirname(__file__), "published")
+
+
+def published_config_path(hub_id: str) -> str | None:
+    """The `config.json` of a hub model shipped with jaxprune (the paper's models, typed in from the published files,
+    so that their shapes are known with no hub), or None."""
+    path = os.path.join(PUBLISHED_DIR, hub_id.replace("/", "--") + ".json")
+    return path if os.path.isfile(path) else None
+
+
 def load_hf_config(directory: str | os.PathLike) -> ModelConfig:
-    """Reads `<directory>/config.json` into a ModelConfig."""
-    path = os.path.join(directory, "config.json")
+    """Reads `<directory>/config.json` (or a config file itself) into a ModelConfig."""
+    path = directory if os.path.isfile(directory) else os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no config.json in the model directory")
     with open(path, encoding="utf-8") as f:

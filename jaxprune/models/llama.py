@@ -16,9 +16,23 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models.config import ModelConfig
+from jaxprune.sharding import constrain
+
+# What a decoder layer keeps for the backward pass (MaxText's `remat_policy`): "none" keeps every activation,
+# "full" recomputes the whole layer from its input, "dots" keeps the matmul outputs and recomputes the cheap rest.
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 # Added to masked attention scores; finite so that a fully masked query row gives a uniform row, not NaN.
 MASK_VALUE = -1e30
+
+
+# Logical axes of activations (mapped to mesh axes by `jaxprune.sharding`'s rules, applied only under a mesh):
+# the residual stream is split over the batch, heads and the MLP's hidden units over `tensor`.
+_RESIDUAL = ("activation_batch", "activation_length", "activation_embed")
+_HEADS = ("activation_batch", "activation_length", "activation_heads", None)
+_KV_HEADS = ("activation_batch", "activation_length", "activation_kv_heads", None)
+_MLP = ("activation_batch", "activation_length", "activation_mlp")
 
 
 class LayerCache(NamedTuple):
@@ -105,9 +119,9 @@ class Attention(nnx.Module):
                  prefix: LayerCache | None = None):
         c = self.config
         batch, length, _ = x.shape
-        q = self.q_proj(x).reshape(batch, length, c.num_heads, c.head_dim)
-        k = self.k_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim)
-        v = self.v_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim)
+        q = constrain(self.q_proj(x).reshape(batch, length, c.num_heads, c.head_dim), _HEADS)
+        k = constrain(self.k_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim), _KV_HEADS)
+        v = constrain(self.v_proj(x).reshape(batch, length, c.num_kv_heads, c.head_dim), _KV_HEADS)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if cache is not None:  # keys/values come back heads-major: [batch, kv_heads, slots, head_dim]
             k, v = _write_cache(cache.k, k, cache_index), _write_cache(cache.v, v, cache_index)
@@ -123,7 +137,7 @@ class Attention(nnx.Module):
             out, probs = _grouped_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
         else:  # the fused XLA attention: about 1.3x faster on CPU than the explicit one for long queries
             out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
-        out = self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim))
+        out = constrain(self.o_proj(out.reshape(batch, length, c.num_heads * c.head_dim)), _RESIDUAL)
         return out, cache, probs if return_attention else None
 
 
@@ -171,7 +185,8 @@ class MLP(nnx.Module):
                                 use_bias=c.mlp_bias, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        hidden = constrain(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x), _MLP)
+        return constrain(self.down_proj(hidden), _RESIDUAL)
 
 
 class DecoderLayer(nnx.Module):
@@ -188,6 +203,11 @@ class DecoderLayer(nnx.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), cache, probs
 
 
+def _call_layer(layer: DecoderLayer, x, positions, mask, inv_freq, cache, prefix, flags):
+    cache_index, return_attention = flags
+    return layer(x, positions, mask, inv_freq, cache, cache_index, return_attention, prefix)
+
+
 class Llama(nnx.Module):
     """A Llama-family causal language model; `dtype` is the dtype of parameters and activations."""
 
@@ -201,12 +221,15 @@ class Llama(nnx.Module):
             c.hidden_size, c.vocab_size, ("embed", "vocab"), use_bias=False, dtype=dtype, rngs=rngs)
 
     def hidden_states(self, tokens, positions, attention_mask, *, cache: KVCache | None = None, cache_index=0,
-                      prefix: KVCache | None = None, return_attention: bool = False):
+                      prefix: KVCache | None = None, return_attention: bool = False, remat: str = "none"):
         """Final normalised hidden states `[batch, seq, hidden]`, the updated cache and (optionally) attentions.
 
         `prefix` (per layer `[1, kv_heads, slots, head_dim]`) is extra key/value context shared by all rows, e.g.
-        the cache of a common prefix; the mask then covers `slots + seq` keys, the prefix first.
+        the cache of a common prefix; the mask then covers `slots + seq` keys, the prefix first. `remat` (a key of
+        `REMAT_POLICIES`) sets what each layer keeps for a backward pass; it changes memory, not values.
         """
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {remat!r}")
         if cache is not None and prefix is not None:
             raise ValueError("pass either a cache to update or a shared prefix, not both")
         window = self.config.sliding_window
@@ -215,12 +238,15 @@ class Llama(nnx.Module):
             raise ValueError(f"{key_length} attention keys exceed the model's sliding_window={window}, "
                              "which this implementation does not apply")
         inv_freq = jnp.asarray(self.config.rope_inv_freq())
-        x = jnp.take(self.embed_tokens[...], tokens, axis=0)
+        x = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0), _RESIDUAL)
+        call = _call_layer
+        if REMAT_POLICIES[remat] is not None:  # the flags (argument 7) are Python values, not traced
+            call = nnx.remat(_call_layer, policy=REMAT_POLICIES[remat], static_argnums=(7,))
         new_cache, attentions = [], []
         for index, layer in enumerate(self.layers):
-            x, layer_cache, probs = layer(x, positions, attention_mask, inv_freq,
-                                          None if cache is None else cache[index], cache_index, return_attention,
-                                          None if prefix is None else prefix[index])
+            x, layer_cache, probs = call(layer, x, positions, attention_mask, inv_freq,
+                                         None if cache is None else cache[index],
+                                         None if prefix is None else prefix[index], (cache_index, return_attention))
             new_cache.append(layer_cache)
             attentions.append(probs)
         return (self.norm(x), None if cache is None else tuple(new_cache),
@@ -260,7 +286,9 @@ class Llama(nnx.Module):
             return new_max, running_sum
 
         start = (jnp.full(flat.shape[:1], -jnp.inf, jnp.float32), jnp.zeros(flat.shape[:1], jnp.float32))
-        running_max, running_sum = jax.lax.fori_loop(0, self.config.vocab_size // chunk, accumulate, start)
+        # Unrolled: the same work, but XLA's cost analysis (which counts a loop body once) sees every chunk.
+        running_max, running_sum = jax.lax.fori_loop(0, self.config.vocab_size // chunk, accumulate, start,
+                                                     unroll=True)
         log_normaliser = running_max + jnp.log(running_sum)
         flat_targets = targets.reshape(flat.shape[0], -1)
         rows = jnp.take(weight, flat_targets, axis=vocab_axis)  # [n, k, d] or [d, n, k]

@@ -29,6 +29,7 @@ from jaxprune.pruning.scoring import Scorer
 
 METHODS = ("greedy",) + BASELINES + ("llmlingua2",)
 LENGTH_MATCHING = ("example", "dataset")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RunConfig:
     max_chains: int | None = None
     classifier: str | None = None        # llmlingua2: token-classification model path or hub id
     length_matching: str = "example"     # llmlingua2: "example" (fair) or "dataset" (the reference's rate search)
+    dtype: str = "float32"               # the dtype the caller loaded the model in; recorded, since bfloat16
+                                         # scores can pick other tokens than float32 ones (not exact greedy)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -55,6 +58,8 @@ class RunConfig:
         if self.length_matching not in LENGTH_MATCHING:
             raise ValueError(f"length_matching must be one of {', '.join(LENGTH_MATCHING)}, "
                              f"got {self.length_matching!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if os.path.abspath(self.input) == os.path.abspath(self.output):
             raise ValueError("--output must differ from --input")
 
@@ -83,8 +88,9 @@ def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, w
         if record.get(field) != expected:
             raise RecordError(f"{where}: field '{field}'={record.get(field)!r} cannot be extended by a "
                               f"{expected!r} run")
-    if (record.get("pruning_mode") or {"exact": True}) != _mode(config.prune):  # {}: files from before "exact"
-        raise RecordError(f"{where}: field 'pruning_mode' differs from this run's settings; cannot extend")
+    saved, mode = _saved_mode(record), _mode(config)
+    if saved != mode:
+        raise RecordError(f"{where}: field 'pruning_mode'={saved} cannot be extended by a run with {mode}")
     if list(record.get("reasoning_token_ids", [])) != list(split.reasoning):
         raise RecordError(f"{where}: field 'reasoning_token_ids' does not match this tokenizer; cannot extend")
     keep = deletions_for(len(split.reasoning), config.prune.keep_ratio)
@@ -93,11 +99,20 @@ def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, w
                       dict(record["original_log_likelihoods"]))
 
 
-def _mode(prune: PruneConfig) -> dict[str, Any]:
-    """The pruning mode as recorded (never an empty object, which parquet cannot store)."""
-    if prune.is_exact:
-        return {"exact": True}
-    mode: dict[str, Any] = {"exact": False, "deletions_per_step": prune.deletions_per_step}
+def _saved_mode(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's pruning mode; files written before the mode named its dtype (`{"exact": true}`) or before it
+    existed at all (`{}`) were exact float32 runs."""
+    mode = record.get("pruning_mode") or {"exact": True}
+    return {"dtype": "float32", **mode} if mode == {"exact": True} else mode
+
+
+def _mode(config: RunConfig) -> dict[str, Any]:
+    """The pruning mode as recorded (never an empty object, which parquet cannot store). Only float32 is exact:
+    bfloat16 score noise exceeds the tie tolerance, so it can delete other tokens than exact greedy would."""
+    prune = config.prune
+    if prune.is_exact and config.dtype == "float32":
+        return {"exact": True, "dtype": "float32"}
+    mode: dict[str, Any] = {"exact": False, "dtype": config.dtype, "deletions_per_step": prune.deletions_per_step}
     if prune.proxy is not None:
         mode.update(proxy=prune.proxy, proxy_top_k=prune.proxy_top_k)
     return mode
@@ -115,7 +130,7 @@ def pruned_record(record: dict[str, Any], split: TokenSplit, trace: PruneTrace, 
         answer_token_ids=list(split.answer),
         method=config.method,
         objective=config.prune.objective,
-        pruning_mode=_mode(config.prune),
+        pruning_mode=_mode(config),
         pruner=config.model,
         keep_ratio=config.prune.keep_ratio,
         deletion_order=trace.deletion_order,
@@ -168,6 +183,9 @@ class _LinguaOrders:
 
 def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 4096, mesh=None) -> dict[str, int]:
     """Prunes every chain of `config.input` into `config.output`; returns counts of done and skipped chains."""
+    model_dtype = str(model.embed_tokens[...].dtype)
+    if model_dtype != config.dtype:  # the recorded pruning mode must describe the model that pruned
+        raise ValueError(f"the model is {model_dtype} but the run's dtype is {config.dtype!r}")
     chains = read_chains(config.input)[: config.max_chains]
     parts = ProcessParts(config.output)
     scorer = Scorer(model, token_budget=token_budget, mesh=mesh)

@@ -198,12 +198,13 @@ class Scorer:
 
     def __init__(self, model: Llama, *, token_budget: int = 4096, vocab_chunk: int = 4096, mesh: Mesh | None = None):
         self.graphdef, self.params = nnx.split(model)
-        if mesh is not None:  # candidate rows are spread over the mesh
+        mesh = mesh or sharding_lib.mesh_of(self.params)  # a model loaded sharded brings its mesh
+        if mesh is not None:  # candidate rows are spread over the batch axes, weights stay as loaded
             self.params = sharding_lib.replicate_unplaced(self.params, mesh)
         self.token_budget = token_budget
         self.vocab_chunk = vocab_chunk
         self.mesh = mesh
-        self.row_multiple = mesh.size if mesh is not None else 1
+        self.row_multiple = sharding_lib.batch_shards(mesh) if mesh is not None else 1
         self.forward_tokens = 0  # token-forwards spent, for benchmarks
 
     def _place(self, array: np.ndarray) -> jax.Array:
@@ -216,8 +217,9 @@ class Scorer:
         padded = np.zeros((1, slots), np.int32)
         padded[0, : len(tokens)] = tokens
         self.forward_tokens += slots
-        cache, nxt, skip, received = _base_pass(self.graphdef, self.params, jnp.asarray(padded), len(tokens),
-                                                vocab_chunk=self.vocab_chunk, with_attention=with_attention)
+        with sharding_lib.mesh_context(self.mesh):
+            cache, nxt, skip, received = _base_pass(self.graphdef, self.params, jnp.asarray(padded), len(tokens),
+                                                    vocab_chunk=self.vocab_chunk, with_attention=with_attention)
         return BasePass(cache, np.asarray(nxt), np.asarray(skip), None if received is None else np.asarray(received))
 
     def score_step(self, tokens: np.ndarray, prompt_length: int, reasoning_length: int, base: BasePass,
@@ -259,7 +261,8 @@ class Scorer:
                 block = np.concatenate([block, np.full((rows - len(block), width), fill, np.int32)])
                 chunk[name] = self._place(block)
             self.forward_tokens += rows * width
-            result = _suffix_pass(self.graphdef, self.params, cache, **chunk, vocab_chunk=self.vocab_chunk)
+            with sharding_lib.mesh_context(self.mesh):
+                result = _suffix_pass(self.graphdef, self.params, cache, **chunk, vocab_chunk=self.vocab_chunk)
             taken = min(rows, total - start)
             out[start: start + taken] = np.asarray(result)[:taken]
             start += taken
@@ -278,8 +281,9 @@ class Scorer:
             batch = candidates[start: start + per_call]
             deleted = np.concatenate([batch, np.full(per_call - len(batch), -1)]).astype(np.int32)
             self.forward_tokens += per_call * slots
-            log_probs, target_index = _full_pass(self.graphdef, self.params, jnp.asarray(padded), length,
-                                                 jnp.asarray(deleted), vocab_chunk=self.vocab_chunk)
+            with sharding_lib.mesh_context(self.mesh):
+                log_probs, target_index = _full_pass(self.graphdef, self.params, jnp.asarray(padded), length,
+                                                     jnp.asarray(deleted), vocab_chunk=self.vocab_chunk)
             log_probs, target_index = np.asarray(log_probs, np.float64), np.asarray(target_index)
             for row, c in enumerate(batch):
                 queries = np.arange(slots)

@@ -1,0 +1,214 @@
+"""Compiles each stage's real program for a TPU topology on a machine without TPUs, and says whether it fits.
+
+`libtpu` compiles for a topology it is only told about (`jax.experimental.topologies`), so a configuration can be
+checked before a pod is paid for (MaxText's `train_compile.py`). Every program is the one the stage runs, at real
+size: parameters are abstract (`jax.eval_shape`, nothing allocated) with the shardings our logical rules give them,
+and each stage's worst case is compiled:
+
+* teacher: prefilling `refill_rows` prompts into the decoding state, and the decode loop (one step per iteration)
+  over `batch_size` rows with a KV cache of prompt + `max_new_tokens` slots;
+* prune: the base pass over the longest chain, and for each chain length the suffix-kernel call whose packed rows
+  copy the most prefix keys (the packer's own rows and widths at the first and at the last step);
+* distill: one optimizer step at the flagfile's batch, length, remat, LoRA or full fine-tuning.
+
+A program fits when arguments + temporaries + outputs (less what is aliased) stay within the device's HBM less a
+little headroom the runtime keeps. FLOPs are XLA's, per device (the vocabulary loop is unrolled so that all its
+chunks are counted; the decode loop's body, one step, is counted once), next to this package's cost model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxprune import cost_model, sharding
+from jaxprune.models.config import ModelConfig
+from jaxprune.models.llama import LayerCache, abstract_model
+
+HEADROOM = 0.95  # share of HBM a program may use: the runtime keeps some for itself
+_CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
+
+
+def topology_devices(name: str) -> list:
+    """The devices of a TPU topology such as `v5e:2x4` (any name libtpu accepts), without the hardware."""
+    from jax.experimental import topologies
+
+    try:
+        return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
+    except Exception as error:  # libtpu's own message says what it expected
+        raise ValueError(f"--topology={name}: {error}") from None
+
+
+def chip_of(devices) -> cost_model.Chip:
+    kind = devices[0].device_kind
+    if kind not in _CHIP_BY_KIND:
+        raise ValueError(f"no HBM figure for device kind {kind!r} (known: {', '.join(_CHIP_BY_KIND)})")
+    return cost_model.CHIPS[_CHIP_BY_KIND[kind]]
+
+
+def hbm_per_device(devices) -> int:
+    """A chip's HBM split over the devices it shows as (TPU v4 without megacore: one per TensorCore)."""
+    chips = len({tuple(d.coords) for d in devices})
+    return int(chip_of(devices).memory * chips // len(devices))
+
+
+@dataclasses.dataclass
+class Program:
+    """One jitted function and the abstract arguments it is compiled for; `model_flops` is the cost model's count
+    for the whole program (all devices)."""
+
+    name: str
+    function: Callable
+    args: tuple
+    kwargs: dict
+    model_flops: float
+    split: int  # how many ways the program's work is divided over the devices (batch shards x tensor)
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _replicated(mesh: Mesh, shape, dtype) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, PartitionSpec()))
+
+
+def _rows(mesh: Mesh, shape, dtype) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape)))
+
+
+def abstract_params(config: ModelConfig, dtype, mesh: Mesh):
+    """The model's graph and its parameters as sharded abstract arrays, as `load_model(..., mesh=mesh)` lays them."""
+    graphdef, state = nnx.split(abstract_model(config, dtype))
+    shardings = sharding.state_shardings(state, mesh)
+    state = jax.tree.map(lambda variable, s: variable.replace(jax.ShapeDtypeStruct(variable.shape, variable.dtype,
+                                                                                   sharding=s)),
+                         state, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return graphdef, state
+
+
+def _split(mesh: Mesh, rows: int) -> int:
+    shards = sharding.batch_shards(mesh)
+    return (shards if rows % shards == 0 else 1) * mesh.shape.get("tensor", 1)
+
+
+def teacher_programs(config: ModelConfig, mesh: Mesh, *, dtype, batch_size: int, prompt_tokens: int,
+                     max_new_tokens: int) -> list[Program]:
+    from jaxprune.generation import PROMPT_BUCKET, SamplingConfig, _decode, _prefill_rows, empty_rows, row_shardings
+
+    graphdef, params = abstract_params(config, dtype, mesh)
+    shards = sharding.batch_shards(mesh)
+    batch = -(-batch_size // shards) * shards  # as the Decoder rounds it
+    refill = max(1, batch // 8)
+    prompt = -(-prompt_tokens // PROMPT_BUCKET) * PROMPT_BUCKET
+    slots = prompt + max_new_tokens
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
+    state = jax.eval_shape(lambda k: empty_rows(config, batch, prompt, max_new_tokens, dtype, k), keys)
+    state = _abstract(state, row_shardings(state, mesh))
+    refill_keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), refill))
+    prefill = Program("prefill", _prefill_rows, (graphdef, params, state, _replicated(mesh, (refill,), jnp.int32),
+                                                 _replicated(mesh, (refill, prompt), jnp.int32),
+                                                 _replicated(mesh, (refill, prompt), jnp.bool_),
+                                                 _replicated(mesh, refill_keys.shape, refill_keys.dtype)),
+                      {"sampling": sampling},
+                      cost_model.forward_flops(config, tokens=refill * prompt, keys=slots, head_tokens=refill),
+                      _split(mesh, refill))
+    decode = Program("decode step", _decode, (graphdef, params, state, _replicated(mesh, (), jnp.int32)),
+                     {"sampling": sampling},
+                     cost_model.forward_flops(config, tokens=batch, keys=slots, head_tokens=batch), _split(mesh, batch))
+    return [prefill, decode]
+
+
+def _suffix_call_shape(prompt: int, reasoning_left: int, answer: int, token_budget: int, row_multiple: int):
+    """Rows and width of the scoring kernel's largest call at a step, from the kernel's own packer."""
+    from jaxprune.pruning.scoring import LENGTH_BUCKET, _round_up, call_rows, pack_suffixes
+
+    length = prompt + reasoning_left + answer
+    packed = pack_suffixes(np.zeros(length, np.int32), length, np.arange(prompt, prompt + reasoning_left),
+                           token_budget, row_multiple)
+    rows, width = packed.tokens.shape
+    return max(call_rows(rows, width, token_budget, row_multiple)), width, _round_up(length, LENGTH_BUCKET)
+
+
+def prune_programs(config: ModelConfig, mesh: Mesh, *, dtype, token_budget: int, prompt: int,
+                   reasoning: list[int], answer: int, keep_ratio: float) -> list[Program]:
+    from jaxprune.pruning.greedy import deletions_for
+    from jaxprune.pruning.scoring import LENGTH_BUCKET, _base_pass, _round_up, _suffix_pass
+
+    graphdef, params = abstract_params(config, dtype, mesh)
+    multiple = sharding.batch_shards(mesh)
+    vocab_chunk = 4096  # the Scorer's default
+    slots = _round_up(prompt + max(reasoning) + answer, LENGTH_BUCKET)
+    programs = [Program(f"base pass ({slots} tokens)", _base_pass,
+                        (graphdef, params, _replicated(mesh, (1, slots), jnp.int32), _replicated(mesh, (), jnp.int32)),
+                        {"vocab_chunk": vocab_chunk, "with_attention": False},
+                        cost_model.forward_flops(config, tokens=slots, keys=slots, head_tokens=slots),
+                        mesh.shape.get("tensor", 1))]
+    for n in reasoning:
+        steps = (n, n - deletions_for(n, keep_ratio) + 1)  # the first step, and the last (narrowest rows)
+        shapes = [_suffix_call_shape(prompt, left, answer, token_budget, multiple) for left in steps]
+        rows, width, prefix = max(shapes, key=lambda s: s[0] * (s[2] + s[1]))  # prefix keys copied into rows
+        cache_shape = (1, config.num_kv_heads, prefix, config.head_dim)
+        cache_sharding = sharding.logical_sharding(mesh, (None, "activation_kv_heads", None, None), cache_shape)
+        cache = tuple(LayerCache(*(jax.ShapeDtypeStruct(cache_shape, dtype, sharding=cache_sharding),) * 2)
+                      for _ in range(config.num_layers))
+        row_args = [_rows(mesh, (rows, width), jnp.int32) for _ in range(5)]
+        programs.append(Program(f"suffix call (reasoning {n}: {rows} rows x {width}, prefix {prefix})", _suffix_pass,
+                                (graphdef, params, cache, *row_args), {"vocab_chunk": vocab_chunk},
+                                cost_model.forward_flops(config, tokens=rows * width, keys=prefix + width,
+                                                         head_tokens=rows * width), _split(mesh, rows)))
+    return programs
+
+
+def distill_programs(config: ModelConfig, mesh: Mesh, train_config, *, dtype) -> list[Program]:
+    from jaxprune.distill.train import init_train_state, make_optimizer, train_state_shardings, train_step
+
+    graphdef, params = abstract_params(config, dtype, mesh)
+    optimizer = make_optimizer(train_config)
+    state = jax.eval_shape(lambda p: init_train_state(p, train_config)[0], params)
+    state = _abstract(state, train_state_shardings(state, mesh))
+    shape = (train_config.batch_size, train_config.max_length)
+    batch = (_rows(mesh, shape, jnp.int32), _rows(mesh, shape, jnp.bool_), _rows(mesh, shape, jnp.bool_))
+    flops = cost_model.train_step_flops(config, batch=shape[0], length=shape[1], remat=train_config.remat)
+    return [Program("train step", train_step, (graphdef, state.frozen, state.trainable, state.opt_state, *batch),
+                    {"optimizer": optimizer, "lora_scale": train_config.lora_scale if train_config.lora_rank else 0.0,
+                     "compute_dtype": train_config.compute_dtype, "remat": train_config.remat},
+                    flops, _split(mesh, shape[0]))]
+
+
+def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
+    """Compiles one program; its bytes and FLOPs per device."""
+    started = time.perf_counter()
+    with jax.set_mesh(mesh):
+        compiled = program.function.lower(*program.args, **program.kwargs).compile()
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    used = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes)
+    return {"program": program.name, "bytes_per_device": int(used),
+            "argument_bytes": int(memory.argument_size_in_bytes), "temp_bytes": int(memory.temp_size_in_bytes),
+            "flops_per_device": float(cost.get("flops", 0.0)),
+            "model_flops_per_device": program.model_flops / program.split,
+            "seconds_to_compile": round(time.perf_counter() - started, 1)}
+
+
+def stage_report(stage: str, programs: list[Program], mesh: Mesh, topology: str) -> dict[str, Any]:
+    """The stage's line: its largest program's bytes against the HBM of one device, the FLOPs of all its programs."""
+    devices = list(mesh.devices.flat)
+    results = [compile_program(program, mesh) for program in programs]
+    hbm = hbm_per_device(devices)
+    used = max(r["bytes_per_device"] for r in results)
+    return {"stage": stage, "topology": topology, "devices": len(devices), "mesh": dict(mesh.shape),
+            "bytes_per_device": used, "hbm_bytes_per_device": hbm, "fits": used <= HEADROOM * hbm,
+            "flops_per_device": sum(r["flops_per_device"] for r in results),
+            "model_flops_per_device": sum(r["model_flops_per_device"] for r in results),
+            "seconds_to_compile": round(sum(r["seconds_to_compile"] for r in results), 1), "programs": results}
