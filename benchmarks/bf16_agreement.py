@@ -123,8 +123,9 @@ def report(records, done, command):
     print("\n| chains | mean N | Spearman, mean (min) | same whole order | same first deletion "
           "| float32 s | bfloat16 s | bf16 / f32 time |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {len(records)} | {np.mean(n):.1f} | {np.mean(rho):.3f} ({np.min(rho):.3f}) | {same_order}/{len(records)} "
-          f"| {same_first}/{len(records)} | {f32_seconds:.1f} | {bf16_seconds:.1f} | {bf16_seconds / f32_seconds:.2f}x |")
+    count = len(records)
+    print(f"| {count} | {np.mean(n):.1f} | {np.mean(rho):.3f} ({np.min(rho):.3f}) | {same_order}/{count} "
+          f"| {same_first}/{count} | {f32_seconds:.1f} | {bf16_seconds:.1f} | {bf16_seconds / f32_seconds:.2f}x |")
     print(f"\nStep 1, joint scores of all candidates: max |f32 - bf16| {np.mean(max_diff):.3f} nats (mean over chains; "
           f"range {np.min(max_diff):.3f}-{np.max(max_diff):.3f}); spread of f32 - bf16 over the candidates "
           f"{np.mean(spread):.3f} nats (mean); float32 gap best - second best "

@@ -6,9 +6,11 @@
    tokens, FLOPs from `jaxprune.cost_model.flops_per_token`.
 2. Prunes the demo chains with exact greedy and compares the measured time with the model's prediction (its
    FLOPs at the measured rate), and the kernel's token-forwards (padding included) with the model's count.
-3. Predicts chains per hour and days for 7,473 GSM8K chains with a Llama-3.1-8B pruner (bfloat16) on a TPU v5e-8,
-   an H100 and an H200 at 40% of peak FLOP/s: exact greedy, approximate modes, and scoring every candidate by a
-   full forward as the authors' code does. Step 2 shows how close the kernel comes to dense forwards here.
+3. Predicts chains per hour and days for 7,473 GSM8K chains with a Llama-3.1-8B pruner (bfloat16, 64k-token kernel
+   calls as the paper flags) on TPU v5e-8, v5p-8, v6e-8, an H100 and an H200 at 40% of peak FLOP/s, and the roofline
+   (peak FLOP/s, or the bytes read at full HBM bandwidth): exact greedy, approximate modes, and scoring every
+   candidate by a full forward as the authors' code does. Step 2 shows how close the kernel comes to dense forwards
+   here. Unmeasured on accelerators; the FLOPs per kernel call are checked against XLA's by the compile check.
 """
 
 import json
@@ -22,10 +24,6 @@ _UTILISATION = flags.DEFINE_float("utilisation", 0.4, "Share of peak FLOP/s assu
 # A paper-scale GSM8K chain for Llama-3.1-8B-Instruct (system + question, reasoning, answer + end of turn), pruned
 # once down to 0.45 (SPEC section 1).
 _PROMPT, _REASONING, _ANSWER, _PAPER_KEEP, _GSM8K_TRAIN = 180, 250, 14, 0.45, 7473
-LLAMA_31_8B = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
-               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-               "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
-               "tie_word_embeddings": False}
 
 
 def _forward_flops_per_second(model, config) -> float:
@@ -60,7 +58,7 @@ def main(argv):
     from jaxprune.cost_model import ACCELERATORS, chain_cost, chains_per_hour
     from jaxprune.data.prompts import split_chain
     from jaxprune.data.records import read_chains
-    from jaxprune.models.config import config_from_hf_dict
+    from jaxprune.checkpoints.resolve import load_config
     from jaxprune.pruning.greedy import PruneConfig, greedy_prune
     from jaxprune.pruning.scoring import Scorer
 
@@ -86,7 +84,7 @@ def main(argv):
           f"token-forwards run {scorer.forward_tokens} vs modelled {predicted_forwards} "
           f"(padding x{scorer.forward_tokens / predicted_forwards:.2f})")
 
-    config = config_from_hf_dict(LLAMA_31_8B)
+    config = load_config("meta-llama/Llama-3.1-8B-Instruct")  # the published config.json, shipped
     modes = {"exact greedy": {}, "4 deletions per step": {"deletions_per_step": 4},
              "proxy top-16 (bound)": {"proxy_top_k": 16}, "full recomputation per candidate": {"shared_prefix": False}}
     print(f"\nLlama-3.1-8B pruner, bfloat16, chain P={_PROMPT} N={_REASONING} A={_ANSWER} to keep {_PAPER_KEEP}, "
@@ -96,12 +94,22 @@ def main(argv):
     print("| --- | --- | --- | " + " | ".join("---" for _ in ACCELERATORS) + " |")
     rows = {}
     for name, mode in modes.items():
-        cost = chain_cost(config, _PROMPT, _REASONING, _ANSWER, _PAPER_KEEP, **mode)
+        cost = chain_cost(config, _PROMPT, _REASONING, _ANSWER, _PAPER_KEEP, token_budget=65536, **mode)
         rates = {key: chains_per_hour(cost, accelerator, _UTILISATION.value)
                  for key, accelerator in ACCELERATORS.items()}
-        rows[name] = dict(cost, chains_per_hour=rates)
+        roofline = {key: chains_per_hour(cost, accelerator) for key, accelerator in ACCELERATORS.items()}
+        rows[name] = dict(cost, chains_per_hour=rates, roofline_chains_per_hour=roofline)
         print(f"| {name} | {cost['token_forwards']:,} | {cost['flops'] / 1e15:.1f} | " + " | ".join(
             f"{r:.1f} ({_GSM8K_TRAIN / r / 24:.1f})" for r in rates.values()) + " |")
+    print("\nRoofline (bfloat16 peak, or weights + prefix-cache bytes over HBM bandwidth, whichever is slower): "
+          "chains/h, and which limit binds")
+    print("| mode | " + " | ".join(a.name for a in ACCELERATORS.values()) + " |")
+    print("| --- | " + " | ".join("---" for _ in ACCELERATORS) + " |")
+    for name, row in rows.items():
+        bound = {key: "compute" if row["flops"] / a.peak_flops >= (row["weight_bytes"] + row["kv_bytes"]) /
+                 a.bandwidth else "memory" for key, a in ACCELERATORS.items()}
+        print(f"| {name} | " + " | ".join(f"{row['roofline_chains_per_hour'][key]:.0f} ({bound[key]})"
+                                           for key in ACCELERATORS) + " |")
     print("\n" + json.dumps({"cpu_flops_per_s": rate, "measured_s": measured, "predicted_s": predicted,
                              "paper_scale": rows}))
 

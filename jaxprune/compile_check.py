@@ -38,8 +38,15 @@ _CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 
 
 def topology_devices(name: str) -> list:
     """The devices of a TPU topology such as `v5e:2x4` (any name libtpu accepts), without the hardware."""
+    import os
+
     from jax.experimental import topologies
 
+    generation, _, shape = name.partition(":")
+    chips = int(np.prod([int(size) for size in shape.split("x")])) if shape.replace("x", "").isdigit() else 0
+    kind, cores = {"v5e": ("v5litepod", 1), "v6e": ("v6e", 1), "v5p": ("v5p", 2), "v4": ("v4", 2)}.get(
+        generation, (generation, 1))
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{kind}-{chips * cores}")  # else libtpu warns it cannot tell
     try:
         return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
     except Exception as error:  # libtpu's own message says what it expected
@@ -61,15 +68,24 @@ def hbm_per_device(devices) -> int:
 
 @dataclasses.dataclass
 class Program:
-    """One jitted function and the abstract arguments it is compiled for; `model_flops` is the cost model's count
-    for the whole program (all devices)."""
+    """One jitted function, the abstract arguments it is compiled for, and the cost model's FLOPs per device."""
 
     name: str
     function: Callable
     args: tuple
     kwargs: dict
-    model_flops: float
-    split: int  # how many ways the program's work is divided over the devices (batch shards x tensor)
+    model_flops_per_device: float
+
+
+def per_device(mesh: Mesh, rows: int, matmuls: float, attention: float) -> float:
+    """How the partitioner divides a program's work: rows over the batch axes (when they divide), weights over
+    fsdp and tensor. Matmuls are split over every device when the rows split, else over the weight shards
+    (partial sums; data replicas repeat them); attention, which has no weights, over row and head shards only."""
+    batch = sharding.batch_shards(mesh)
+    tensor = mesh.shape.get("tensor", 1)
+    if rows % batch == 0:
+        return matmuls / mesh.size + attention / (batch * tensor)
+    return matmuls / (mesh.shape.get("fsdp", 1) * tensor) + attention / tensor
 
 
 def _abstract(tree, shardings):
@@ -94,11 +110,6 @@ def abstract_params(config: ModelConfig, dtype, mesh: Mesh):
     return graphdef, state
 
 
-def _split(mesh: Mesh, rows: int) -> int:
-    shards = sharding.batch_shards(mesh)
-    return (shards if rows % shards == 0 else 1) * mesh.shape.get("tensor", 1)
-
-
 def teacher_programs(config: ModelConfig, mesh: Mesh, *, dtype, batch_size: int, prompt_tokens: int,
                      max_new_tokens: int) -> list[Program]:
     from jaxprune.generation import PROMPT_BUCKET, SamplingConfig, _decode, _prefill_rows, empty_rows, row_shardings
@@ -119,11 +130,13 @@ def teacher_programs(config: ModelConfig, mesh: Mesh, *, dtype, batch_size: int,
                                                  _replicated(mesh, (refill, prompt), jnp.bool_),
                                                  _replicated(mesh, refill_keys.shape, refill_keys.dtype)),
                       {"sampling": sampling},
-                      cost_model.forward_flops(config, tokens=refill * prompt, keys=slots, head_tokens=refill),
-                      _split(mesh, refill))
+                      per_device(mesh, refill,
+                                 cost_model.matmul_flops(config, tokens=refill * prompt, head_tokens=refill),
+                                 cost_model.attention_flops(config, tokens=refill * prompt, keys=slots)))
     decode = Program("decode step", _decode, (graphdef, params, state, _replicated(mesh, (), jnp.int32)),
                      {"sampling": sampling},
-                     cost_model.forward_flops(config, tokens=batch, keys=slots, head_tokens=batch), _split(mesh, batch))
+                     per_device(mesh, batch, cost_model.matmul_flops(config, tokens=batch, head_tokens=batch),
+                                cost_model.attention_flops(config, tokens=batch, keys=slots)))
     return [prefill, decode]
 
 
@@ -150,8 +163,8 @@ def prune_programs(config: ModelConfig, mesh: Mesh, *, dtype, token_budget: int,
     programs = [Program(f"base pass ({slots} tokens)", _base_pass,
                         (graphdef, params, _replicated(mesh, (1, slots), jnp.int32), _replicated(mesh, (), jnp.int32)),
                         {"vocab_chunk": vocab_chunk, "with_attention": False},
-                        cost_model.forward_flops(config, tokens=slots, keys=slots, head_tokens=slots),
-                        mesh.shape.get("tensor", 1))]
+                        per_device(mesh, 1, cost_model.matmul_flops(config, tokens=slots, head_tokens=slots),
+                                   cost_model.attention_flops(config, tokens=slots, keys=slots)))]
     for n in reasoning:
         steps = (n, n - deletions_for(n, keep_ratio) + 1)  # the first step, and the last (narrowest rows)
         shapes = [_suffix_call_shape(prompt, left, answer, token_budget, multiple) for left in steps]
@@ -163,8 +176,10 @@ def prune_programs(config: ModelConfig, mesh: Mesh, *, dtype, token_budget: int,
         row_args = [_rows(mesh, (rows, width), jnp.int32) for _ in range(5)]
         programs.append(Program(f"suffix call (reasoning {n}: {rows} rows x {width}, prefix {prefix})", _suffix_pass,
                                 (graphdef, params, cache, *row_args), {"vocab_chunk": vocab_chunk},
-                                cost_model.forward_flops(config, tokens=rows * width, keys=prefix + width,
-                                                         head_tokens=rows * width), _split(mesh, rows)))
+                                per_device(mesh, rows, cost_model.matmul_flops(config, tokens=rows * width,
+                                                                               head_tokens=rows * width),
+                                           cost_model.attention_flops(config, tokens=rows * width,
+                                                                      keys=prefix + width))))
     return programs
 
 
@@ -178,10 +193,10 @@ def distill_programs(config: ModelConfig, mesh: Mesh, train_config, *, dtype) ->
     shape = (train_config.batch_size, train_config.max_length)
     batch = (_rows(mesh, shape, jnp.int32), _rows(mesh, shape, jnp.bool_), _rows(mesh, shape, jnp.bool_))
     flops = cost_model.train_step_flops(config, batch=shape[0], length=shape[1], remat=train_config.remat)
+    flops = per_device(mesh, shape[0], flops, 0.0)  # attention is a few % of a 2k-token step: split with the rest
     return [Program("train step", train_step, (graphdef, state.frozen, state.trainable, state.opt_state, *batch),
                     {"optimizer": optimizer, "lora_scale": train_config.lora_scale if train_config.lora_rank else 0.0,
-                     "compute_dtype": train_config.compute_dtype, "remat": train_config.remat},
-                    flops, _split(mesh, shape[0]))]
+                     "compute_dtype": train_config.compute_dtype, "remat": train_config.remat}, flops)]
 
 
 def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
@@ -197,7 +212,7 @@ def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
     return {"program": program.name, "bytes_per_device": int(used),
             "argument_bytes": int(memory.argument_size_in_bytes), "temp_bytes": int(memory.temp_size_in_bytes),
             "flops_per_device": float(cost.get("flops", 0.0)),
-            "model_flops_per_device": program.model_flops / program.split,
+            "model_flops_per_device": program.model_flops_per_device,
             "seconds_to_compile": round(time.perf_counter() - started, 1)}
 
 

@@ -25,6 +25,26 @@ from jaxprune.pruning.greedy import deletions_for
 
 
 @dataclasses.dataclass(frozen=True)
+class Chip:
+    """One accelerator chip: peak dense bfloat16 FLOP/s, HBM bandwidth and size (published figures)."""
+
+    name: str
+    peak_flops: float
+    bandwidth: float
+    memory: float
+
+
+CHIPS = {  # TPU figures from Google Cloud's TPU pages; GPUs dense (no sparsity), SXM
+    "v5e": Chip("TPU v5e", 197e12, 819e9, 16 * 2**30),
+    "v5p": Chip("TPU v5p", 459e12, 2765e9, 95 * 2**30),
+    "v6e": Chip("TPU v6e", 918e12, 1640e9, 32 * 2**30),
+    "v4": Chip("TPU v4", 275e12, 1228e9, 32 * 2**30),
+    "h100": Chip("NVIDIA H100 SXM", 989e12, 3.35e12, 80e9),
+    "h200": Chip("NVIDIA H200", 989e12, 4.8e12, 141e9),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class Accelerator:
     """Peak dense bfloat16 FLOP/s and memory bandwidth of a whole machine (all its chips)."""
 
@@ -34,10 +54,17 @@ class Accelerator:
     memory: float      # bytes
 
 
+def machine(chip: str, chips: int, name: str) -> Accelerator:
+    c = CHIPS[chip]
+    return Accelerator(name, chips * c.peak_flops, chips * c.bandwidth, chips * c.memory)
+
+
 ACCELERATORS = {
-    "tpu-v5e-8": Accelerator("TPU v5e-8 (8 chips)", 8 * 197e12, 8 * 819e9, 8 * 16e9),
-    "h100": Accelerator("NVIDIA H100 SXM", 989e12, 3.35e12, 80e9),
-    "h200": Accelerator("NVIDIA H200", 989e12, 4.8e12, 141e9),
+    "tpu-v5e-8": machine("v5e", 8, "TPU v5e-8 (8 chips)"),
+    "tpu-v5p-8": machine("v5p", 4, "TPU v5p-8 (4 chips)"),
+    "tpu-v6e-8": machine("v6e", 8, "TPU v6e-8 (8 chips)"),
+    "h100": machine("h100", 1, "NVIDIA H100 SXM"),
+    "h200": machine("h200", 1, "NVIDIA H200"),
 }
 
 
@@ -91,31 +118,45 @@ def chain_cost(config: ModelConfig, prompt: int, reasoning: int, answer: int, ke
     weights read (once per kernel call; the input embedding is only gathered)."""
     forwards = chain_token_forwards(prompt, reasoning, answer, keep_ratio, deletions_per_step=deletions_per_step,
                                     proxy_top_k=proxy_top_k, shared_prefix=shared_prefix)
-    calls = 1  # the final base pass; then per step a base pass and the candidate calls
+    calls, kv_bytes = 1, 0.0  # the final base pass; then per step a base pass and the candidate calls
+    kv_per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim * bytes_per_parameter
     for n in _steps(reasoning, keep_ratio, deletions_per_step):
         candidates = step_token_forwards(prompt, n, answer, proxy_top_k, shared_prefix) - (prompt + n + answer)
         calls += 1 + math.ceil(candidates / token_budget)
+        if shared_prefix:  # each packed row (about one longest suffix wide) reads its copy of the prefix cache
+            kv_bytes += candidates / max(n + answer - 2, 1) * (prompt + n + answer) * kv_per_slot
     return {"token_forwards": forwards,
             "flops": forwards * flops_per_token(config, prompt + reasoning + answer),
-            "weight_bytes": calls * matrix_parameters(config) * bytes_per_parameter}
+            "weight_bytes": calls * matrix_parameters(config) * bytes_per_parameter, "kv_bytes": kv_bytes}
 
 
-def chains_per_hour(cost: dict[str, float], accelerator: Accelerator, utilisation: float) -> float:
-    """Chains an hour when FLOPs run at `utilisation` of peak, or weight traffic at full bandwidth if slower."""
-    seconds = max(cost["flops"] / (accelerator.peak_flops * utilisation), cost["weight_bytes"] / accelerator.bandwidth)
+def chains_per_hour(cost: dict[str, float], accelerator: Accelerator, utilisation: float = 1.0) -> float:
+    """Chains an hour when FLOPs run at `utilisation` of peak, or the bytes read (weights once per kernel call, the
+    prefix cache once per packed row) stream at full bandwidth if that is slower: with utilisation 1, the
+    roofline, a bound no implementation beats."""
+    memory = cost["weight_bytes"] + cost.get("kv_bytes", 0.0)
+    seconds = max(cost["flops"] / (accelerator.peak_flops * utilisation), memory / accelerator.bandwidth)
     return 3600.0 / seconds
 
 
 # What one compiled program computes, counted the way XLA does (dense attention over every key slot, masked or not),
 # so that the count can be checked against `compiled.cost_analysis()` (`jaxprune/compile_check.py`).
 
-def forward_flops(config: ModelConfig, *, tokens: int, keys: int, head_tokens: int) -> float:
-    """A forward of `tokens` queries each attending over `keys` slots, with the vocabulary layer run for
-    `head_tokens` of them (all, when every token is scored; the last one, when only the next token is picked)."""
+def matmul_flops(config: ModelConfig, *, tokens: int, head_tokens: int) -> float:
+    """The weight matmuls of a forward of `tokens` tokens, with the vocabulary layer run for `head_tokens` of them
+    (all, when every token is scored; the last one, when only the next token is picked)."""
     head = config.hidden_size * config.vocab_size
-    layers = 2.0 * tokens * (matrix_parameters(config) - head)
-    attention = 4.0 * config.num_layers * config.num_heads * config.head_dim * tokens * keys
-    return layers + attention + 2.0 * head_tokens * head
+    return 2.0 * tokens * (matrix_parameters(config) - head) + 2.0 * head_tokens * head
+
+
+def attention_flops(config: ModelConfig, *, tokens: int, keys: int) -> float:
+    """Scores and weighted values of `tokens` queries over `keys` slots each, in every layer and head."""
+    return 4.0 * config.num_layers * config.num_heads * config.head_dim * tokens * keys
+
+
+def forward_flops(config: ModelConfig, *, tokens: int, keys: int, head_tokens: int) -> float:
+    return matmul_flops(config, tokens=tokens, head_tokens=head_tokens) + attention_flops(config, tokens=tokens,
+                                                                                           keys=keys)
 
 
 def train_step_flops(config: ModelConfig, *, batch: int, length: int, remat: str) -> float:
@@ -126,28 +167,3 @@ def train_step_flops(config: ModelConfig, *, batch: int, length: int, remat: str
     forward = forward_flops(config, tokens=tokens, keys=length, head_tokens=tokens)
     layers_only = forward - 2.0 * tokens * config.hidden_size * config.vocab_size
     return 3.0 * forward + (layers_only if remat == "full" else 0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-    """One accelerator chip: peak dense bfloat16 FLOP/s, HBM bandwidth and size (published figures)."""
-
-    name: str
-    peak_flops: float
-    bandwidth: float
-    memory: float
-
-
-CHIPS = {  # TPU figures from Google Cloud's TPU pages; GPUs dense (no sparsity), SXM
-    "v5e": Chip("TPU v5e", 197e12, 819e9, 16 * 2**30),
-    "v5p": Chip("TPU v5p", 459e12, 2765e9, 95 * 2**30),
-    "v6e": Chip("TPU v6e", 918e12, 1640e9, 32 * 2**30),
-    "v4": Chip("TPU v4", 275e12, 1228e9, 32 * 2**30),
-    "h100": Chip("NVIDIA H100 SXM", 989e12, 3.35e12, 80e9),
-    "h200": Chip("NVIDIA H200", 989e12, 4.8e12, 141e9),
-}
-
-
-def roofline_seconds(flops: float, bytes_moved: float, chip: Chip, chips: int) -> float:
-    """The faster of the two limits cannot be beaten: compute at peak, or the bytes over HBM at full bandwidth."""
-    return max(flops / (chip.peak_flops * chips), bytes_moved / (chip.bandwidth * chips))

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # libtpu is installed for the compile check; no test wants a TPU
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402

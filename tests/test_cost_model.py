@@ -8,7 +8,6 @@ import pytest
 
 from jaxprune.cost_model import (ACCELERATORS, chain_cost, chain_token_forwards, chains_per_hour, flops_per_token,
                                  matrix_parameters)
-from jaxprune.models.config import config_from_hf_dict
 from jaxprune.pruning.scoring import Scorer
 
 CHAIN = {"id": "c0", "question": "Each ticket costs $6. How much do 5 tickets cost?", "system": "Be brief.",
@@ -54,9 +53,9 @@ def test_token_forwards_match_what_the_kernel_runs(tiny_dir, mode):
 
 
 def test_flops_of_llama_3_1_8b_and_chains_per_hour():
-    from test_sharding import LLAMA_31_8B
+    from jaxprune.checkpoints.resolve import load_config
 
-    config = config_from_hf_dict(LLAMA_31_8B)
+    config = load_config("meta-llama/Llama-3.1-8B-Instruct")
     assert matrix_parameters(config) == pytest.approx(7.5e9, rel=0.01)  # 8.03B minus the input embedding
     assert flops_per_token(config, 0) == 2 * matrix_parameters(config)
     assert flops_per_token(config, 1000) - flops_per_token(config, 0) == 4 * 32 * 32 * 128 * 1000
@@ -65,5 +64,6 @@ def test_flops_of_llama_3_1_8b_and_chains_per_hour():
     rate = chains_per_hour(cost, h100, utilisation=0.4)
     assert rate == pytest.approx(3600 / (cost["flops"] / (h100.peak_flops * 0.4)))  # compute-bound here
     slow_memory = type(h100)("slow", h100.peak_flops, 1e9, h100.memory)
-    assert chains_per_hour(cost, slow_memory, 0.4) == pytest.approx(3600 / (cost["weight_bytes"] / 1e9))
+    assert chains_per_hour(cost, slow_memory, 0.4) == pytest.approx(
+        3600 / ((cost["weight_bytes"] + cost["kv_bytes"]) / 1e9))
     assert json.dumps(cost) and np.isfinite(rate)

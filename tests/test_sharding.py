@@ -68,28 +68,19 @@ def test_sharded_forward_equals_single_device(tmp_path, mesh_shape):
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5, rtol=0)
 
 
-LLAMA_31_8B = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
-               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-               "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
-               "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-               "tie_word_embeddings": False, "eos_token_id": [128001, 128008, 128009]}
-QWEN25_7B = {"model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
-             "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-             "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-             "tie_word_embeddings": False, "eos_token_id": 151645}
-
-
-@pytest.mark.parametrize("name, hf_config, billions", [("Llama-3.1-8B", LLAMA_31_8B, 8.03),
-                                                       ("Qwen2.5-7B", QWEN25_7B, 7.62)])
+@pytest.mark.parametrize("hub_id, billions", [("meta-llama/Llama-3.1-8B-Instruct", 8.03),
+                                              ("Qwen/Qwen2.5-7B-Instruct", 7.62),
+                                              ("mistralai/Mistral-7B-Instruct-v0.3", 7.25)])
 @pytest.mark.parametrize("mesh_shape", ["fsdp=8", "fsdp=4,tensor=2", "data=2,fsdp=2,tensor=2"])
-def test_partition_rules_spread_a_7_8b_model_over_eight_devices(name, hf_config, billions, mesh_shape):
-    """At real sizes (jax.eval_shape: nothing allocated): every matrix is split, each device holds its share of the
-    bfloat16 weights (only norms replicated), and the plan is printed."""
-    from jaxprune.models.config import config_from_hf_dict
+def test_partition_rules_spread_a_7_8b_model_over_eight_devices(hub_id, billions, mesh_shape):
+    """At real sizes, from the shipped published config.json (jax.eval_shape: nothing allocated): the parameter
+    count is the published one, every matrix is split, each device holds its share of the bfloat16 weights (only
+    norms replicated), and the plan is printed."""
+    from jaxprune.checkpoints.resolve import load_config
     from jaxprune.models.llama import abstract_model
 
-    config = config_from_hf_dict(hf_config)
+    config = load_config(hub_id)  # no hub here: the file shipped in jaxprune/models/published
+    name = hub_id.split("/")[1]
     state = nnx.state(abstract_model(config, jnp.bfloat16))
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(mesh_shape))
     plan = sharding.bytes_per_device(state, mesh)

@@ -16,9 +16,13 @@ import os
 import sys
 
 # Before jax loads: libtpu only compiles here (no chips), so it must neither look for a metadata server or other
-# hosts, nor take the lock that a process using real TPUs would hold.
+# hosts, nor take the lock that a process using real TPUs would hold. XLA may turn an all-gather and its matmul into
+# a loop over the shards (a windowed einsum), whose body cost analysis counts once; off here, every FLOP is counted,
+# and the memory is the plain all-gather's, an upper bound on the windowed one's.
 for _name, _value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                      ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("JAX_PLATFORMS", "cpu")):
+                      ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"), ("JAX_PLATFORMS", "cpu"),
+                      ("LIBTPU_INIT_ARGS", "--xla_tpu_enable_windowed_einsum_for_all_gather=false "
+                                           "--xla_tpu_enable_windowed_einsum_for_reduce_scatter=false")):
     os.environ.setdefault(_name, _value)
 
 from absl import app, flags  # noqa: E402
@@ -37,7 +41,7 @@ DEFAULTS = {
     "distill": {"student": DEFAULT_MODEL, "dtype": "float32", "mesh": "data=-1", "batch_size": "8",
                 "max_length": "512", "accumulation": "1", "lora_rank": "0", "lora_alpha": "16.0",
                 "lora_targets": ",".join(DEFAULT_TARGETS), "compute_dtype": "float32", "remat": "none",
-                "steps": "100"},
+                "steps": "100", "warmup_steps": "10"},
 }
 
 _PIPELINE_FLAGS = flags.DEFINE_string("pipeline_flags", None, "The pipeline's flagfile: every stage is checked.")
@@ -101,7 +105,8 @@ def main(argv):
                 keep_ratio=float(values["keep_ratio"]))
         else:
             train_config = TrainConfig(
-                steps=int(values["steps"]), batch_size=int(values["batch_size"]),
+                steps=int(values["steps"]), warmup_steps=int(values["warmup_steps"]),
+                batch_size=int(values["batch_size"]),
                 max_length=int(values["max_length"]), accumulation=int(values["accumulation"]),
                 lora_rank=int(values["lora_rank"]), lora_alpha=float(values["lora_alpha"]),
                 lora_targets=tuple(values["lora_targets"].split(",")), compute_dtype=values["compute_dtype"],

@@ -56,7 +56,7 @@ def main(argv):
     config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=_METHOD.value,
                        model=_MODEL.value, seed=_SEED.value, system_prompt=_SYSTEM_PROMPT.value or None,
                        on_invalid=_ON_INVALID.value, max_chains=_MAX_CHAINS.value, classifier=_CLASSIFIER.value,
-                       length_matching=_LENGTH_MATCHING.value)
+                       length_matching=_LENGTH_MATCHING.value, dtype=_DTYPE.value)
 
     import jax
     import jax.numpy as jnp

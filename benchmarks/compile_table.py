@@ -1,0 +1,45 @@
+"""The paper pipeline compiled for several TPU topologies: memory per device, fit, and XLA's FLOPs against the cost
+model's, as one markdown table (what `benchmarks/RESULTS.md` records).
+
+    python benchmarks/compile_table.py [--topologies=v5e:2x4,v5p:2x2x1,v4:2x2x1]
+
+Runs `python -m jaxprune.experiments.compile_check` once per topology (each its own process: libtpu holds one
+topology's compiler state) and tabulates every program it compiled.
+"""
+
+import json
+import subprocess
+import sys
+
+from absl import app, flags
+
+_TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x4", "v5p:2x2x1", "v4:2x2x1"], "TPU topologies.")
+_PIPELINE_FLAGS = flags.DEFINE_string("pipeline_flags", "experiments/paper_gsm8k/pipeline.flags",
+                                      "The pipeline compiled.")
+
+
+def main(argv):
+    del argv
+    print("| topology | stage | mesh | program | GiB per device | HBM GiB | fits | XLA TFLOP / device | "
+          "model TFLOP / device | model / XLA | compile s |")
+    print("| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    for topology in _TOPOLOGIES.value:
+        result = subprocess.run([sys.executable, "-m", "jaxprune.experiments.compile_check",
+                                 f"--pipeline_flags={_PIPELINE_FLAGS.value}", f"--topology={topology}"],
+                                capture_output=True, text=True)
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            sys.exit(f"{topology}: the compile check printed nothing:\n{result.stderr[-2000:]}")
+        for line in lines:
+            mesh = ",".join(f"{axis}={size}" for axis, size in line["mesh"].items())
+            for program in line["programs"]:
+                print(f"| {topology} | {line['stage']} | {mesh} | {program['program']} | "
+                      f"{program['bytes_per_device'] / 2**30:.2f} | {line['hbm_bytes_per_device'] / 2**30:.0f} | "
+                      f"{'yes' if program['bytes_per_device'] <= 0.95 * line['hbm_bytes_per_device'] else 'NO'} | "
+                      f"{program['flops_per_device'] / 1e12:.2f} | {program['model_flops_per_device'] / 1e12:.2f} | "
+                      f"{program['model_flops_per_device'] / max(program['flops_per_device'], 1.0):.3f} | "
+                      f"{program['seconds_to_compile']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
