@@ -19,6 +19,7 @@ chunks are counted; the decode loop's body, one step, is counted once), next to 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Any, Callable
 
@@ -202,8 +203,16 @@ def distill_programs(config: ModelConfig, mesh: Mesh, train_config, *, dtype) ->
 def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
     """Compiles one program; its bytes and FLOPs per device."""
     started = time.perf_counter()
-    with jax.set_mesh(mesh):
-        compiled = program.function.lower(*program.args, **program.kwargs).compile()
+    try:
+        with jax.set_mesh(mesh):
+            compiled = program.function.lower(*program.args, **program.kwargs).compile()
+    except jax.errors.JaxRuntimeError as error:  # XLA:TPU refuses a program that cannot fit its HBM
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return {"program": program.name, "bytes_per_device": _bytes_required(str(error)),
+                "error": str(error).splitlines()[0], "flops_per_device": 0.0,
+                "model_flops_per_device": program.model_flops_per_device,
+                "seconds_to_compile": round(time.perf_counter() - started, 1)}
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -216,6 +225,15 @@ def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
             "seconds_to_compile": round(time.perf_counter() - started, 1)}
 
 
+def _bytes_required(message: str) -> int:
+    """What an out-of-memory compile error says the program needs ("... required for HLO temporaries (16.95G)
+    exceeds available HBM (15.75G)"): its first size, a lower bound on the whole program."""
+    match = re.search(r"(\d+(?:\.\d+)?)([KMGT])\b", message.split("exceeds")[0])
+    if match is None:
+        return 0
+    return int(float(match.group(1)) * 1024 ** ("KMGT".index(match.group(2)) + 1))
+
+
 def stage_report(stage: str, programs: list[Program], mesh: Mesh, topology: str) -> dict[str, Any]:
     """The stage's line: its largest program's bytes against the HBM of one device, the FLOPs of all its programs."""
     devices = list(mesh.devices.flat)
@@ -223,7 +241,8 @@ def stage_report(stage: str, programs: list[Program], mesh: Mesh, topology: str)
     hbm = hbm_per_device(devices)
     used = max(r["bytes_per_device"] for r in results)
     return {"stage": stage, "topology": topology, "devices": len(devices), "mesh": dict(mesh.shape),
-            "bytes_per_device": used, "hbm_bytes_per_device": hbm, "fits": used <= HEADROOM * hbm,
+            "bytes_per_device": used, "hbm_bytes_per_device": hbm,
+            "fits": used <= HEADROOM * hbm and not any("error" in r for r in results),
             "flops_per_device": sum(r["flops_per_device"] for r in results),
             "model_flops_per_device": sum(r["model_flops_per_device"] for r in results),
             "seconds_to_compile": round(sum(r["seconds_to_compile"] for r in results), 1), "programs": results}

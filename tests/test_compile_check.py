@@ -49,7 +49,7 @@ def test_the_paper_pipeline_compiles_and_fits_a_tpu_v5e_8():
         assert line["fits"] and 0 < line["bytes_per_device"] <= 0.95 * line["hbm_bytes_per_device"]
         for program in line["programs"]:  # the cost model counts what XLA compiled
             assert program["flops_per_device"] == pytest.approx(program["model_flops_per_device"], rel=0.1), program
-    assert "libtpu" not in result.stderr and "TPU_WORKER_HOSTNAMES" not in result.stderr
+    assert "could not determine" not in result.stderr  # libtpu's start-up complaints about hosts and chips
 
 
 def test_full_fine_tuning_with_every_weight_on_every_device_does_not_fit(tmp_path):
@@ -60,7 +60,8 @@ def test_full_fine_tuning_with_every_weight_on_every_device_does_not_fit(tmp_pat
     result, lines = compile_check("--stage=distill", f"--flags={flagfile}", "--topology=v5e:2x4")
     assert result.returncode == 1, result.stderr[-3000:]
     assert len(lines) == 1 and not lines[0]["fits"]
-    assert lines[0]["bytes_per_device"] > 16 * 2**30  # the float32 weights alone are 29 GB
+    assert lines[0]["bytes_per_device"] > 29e9  # at least the float32 weights, whole on every device
+    assert "RESOURCE_EXHAUSTED" in lines[0]["programs"][0]["error"]  # XLA:TPU refused to compile it
 
 
 def test_a_missing_stage_flagfile_is_named_before_libtpu_loads(tmp_path):

@@ -63,6 +63,6 @@ def test_pruning_with_split_weights_gives_the_orders_of_one_device(smollm2, shar
 
 def test_decoding_with_split_weights_gives_the_tokens_of_one_device(smollm2, sharded_smollm2):
     model, tokenizer = smollm2
-    prompts = [list(generation_prompt(tokenizer, text)) for text in ("What is 12 + 30?", "Name a prime.", "Hi")]
-    for sampling in (SamplingConfig(max_new_tokens=16), SamplingConfig(max_new_tokens=16, temperature=0.7)):
+    prompts = [list(generation_prompt(tokenizer, text)) for text in ("What is 12 + 30?", "Name a prime.")]
+    for sampling in (SamplingConfig(max_new_tokens=10), SamplingConfig(max_new_tokens=10, temperature=0.7)):
         assert generate(sharded_smollm2, prompts, sampling, seed=2) == generate(model, prompts, sampling, seed=2)
