@@ -109,14 +109,20 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], me
     return PartitionSpec(*spec)
 
 
+def under_mesh() -> bool:
+    """Whether the code being traced runs on a mesh of several devices (`jax.set_mesh`)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return not mesh.empty and mesh.size > 1
+
+
 def constrain(x: jax.Array, logical_axes: Sequence[str | None], rules=DEFAULT_RULES) -> jax.Array:
     """`x` constrained to the sharding its logical axes map to on the mesh in context (`jax.set_mesh`); unchanged
     outside one. Propagation alone may leave an activation replicated (or split over the wrong axis) after a
     reshape or a gather; the constraint pins what every layer hands to the next."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or mesh.size == 1:
+    if not under_mesh():
         return x
-    return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, x.shape, mesh, rules))
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, x.shape, jax.sharding.get_abstract_mesh(),
+                                                               rules))
 
 
 def _logical_axes(variable: nnx.Variable) -> tuple[str | None, ...]:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models.config import ModelConfig
-from jaxprune.sharding import constrain
+from jaxprune.sharding import constrain, under_mesh
 
 # What a decoder layer keeps for the backward pass (MaxText's `remat_policy`): "none" keeps every activation,
 # "full" recomputes the whole layer from its input, "dots" keeps the matmul outputs and recomputes the cheap rest.
@@ -203,6 +203,16 @@ class DecoderLayer(nnx.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), cache, probs
 
 
+def _weights_after(x, layer: DecoderLayer):
+    """The layer with weights that depend on `x` (an optimisation barrier, no computation). With weights split
+    over devices XLA gathers each layer's weights where it likes, and left free it gathers every layer's up front
+    and keeps them all: on a TPU v5e, 12 GiB of a decode step's 16 for Llama-3.1-8B over fsdp=8. Tied to the
+    residual stream, a layer's weights are gathered when the layer before it has run."""
+    graphdef, state = nnx.split(layer)
+    x, state = jax.lax.optimization_barrier((x, state))
+    return x, nnx.merge(graphdef, state)
+
+
 def _call_layer(layer: DecoderLayer, x, positions, mask, inv_freq, cache, prefix, flags):
     cache_index, return_attention = flags
     return layer(x, positions, mask, inv_freq, cache, cache_index, return_attention, prefix)
@@ -244,6 +254,8 @@ class Llama(nnx.Module):
             call = nnx.remat(_call_layer, policy=REMAT_POLICIES[remat], static_argnums=(7,))
         new_cache, attentions = [], []
         for index, layer in enumerate(self.layers):
+            if under_mesh():
+                x, layer = _weights_after(x, layer)
             x, layer_cache, probs = call(layer, x, positions, attention_mask, inv_freq,
                                          None if cache is None else cache[index],
                                          None if prefix is None else prefix[index], (cache_index, return_attention))
