@@ -102,7 +102,7 @@ def _predict():
     modes = {"exact greedy": {}, "4 deletions per step": {"deletions_per_step": 4},
              "proxy top-16 (bound)": {"proxy_top_k": 16}, "full recomputation per candidate": {"shared_prefix": False}}
     print(f"\nLlama-3.1-8B pruner, bfloat16, chain P={_PROMPT} N={_REASONING} A={_ANSWER} to keep {_PAPER_KEEP}, "
-          f"{_UTILISATION.value:.0%} of peak:")
+          f"{_UTILISATION.value:.0%} of peak:\n")
     print("| mode | token-forwards | PFLOP per chain | " + " | ".join(
         f"{a.name}: chains/h (days for GSM8K train)" for a in ACCELERATORS.values()) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in ACCELERATORS) + " |")
@@ -116,7 +116,7 @@ def _predict():
         print(f"| {name} | {cost['token_forwards']:,} | {cost['flops'] / 1e15:.1f} | " + " | ".join(
             f"{r:.1f} ({_GSM8K_TRAIN / r / 24:.1f})" for r in rates.values()) + " |")
     print("\nRoofline (bfloat16 peak, or weights + prefix-cache bytes over HBM bandwidth, whichever is slower): "
-          "chains/h, and which limit binds")
+          "chains/h, and which limit binds\n")
     print("| mode | " + " | ".join(a.name for a in ACCELERATORS.values()) + " |")
     print("| --- | " + " | ".join("---" for _ in ACCELERATORS) + " |")
     for name, row in rows.items():

@@ -11,6 +11,7 @@ import math
 from typing import Mapping, Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -87,8 +88,12 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     needed = math.prod(sizes.values())
     if needed > len(devices):
         raise ValueError(f"mesh shape {sizes} needs {needed} devices, {len(devices)} available")
-    return jax.make_mesh(tuple(sizes.values()), tuple(sizes), axis_types=(AxisType.Auto,) * len(sizes),
-                         devices=devices[:needed])
+    axis_types = (AxisType.Auto,) * len(sizes)
+    try:  # laid out along the physical interconnect where JAX knows it
+        return jax.make_mesh(tuple(sizes.values()), tuple(sizes), axis_types=axis_types, devices=devices[:needed])
+    except AssertionError:  # e.g. TPU v4 without megacore (a device per TensorCore): JAX has no layout; keep order
+        grid = np.asarray(devices[:needed], dtype=object).reshape(tuple(sizes.values()))
+        return Mesh(grid, tuple(sizes), axis_types=axis_types)
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
