@@ -1,7 +1,7 @@
 """The paper pipeline compiled for several TPU topologies: memory per device, fit, and XLA's FLOPs against the cost
 model's, as one markdown table (what `benchmarks/RESULTS.md` records).
 
-    python benchmarks/compile_table.py [--topologies=v5e:2x4,v5p:2x2x1,v4:2x2x1]
+    python benchmarks/compile_table.py [--topologies=v5e:2x4,v5p:2x2x1,v4:2x2x1,v6e:2x4]
 
 Runs `python -m jaxprune.experiments.compile_check` once per topology (each its own process: libtpu holds one
 topology's compiler state) and tabulates every program it compiled.
@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-_TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x4", "v5p:2x2x1", "v4:2x2x1"], "TPU topologies.")
+_TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x4", "v5p:2x2x1", "v4:2x2x1", "v6e:2x4"], "TPU topologies.")
 _PIPELINE_FLAGS = flags.DEFINE_string("pipeline_flags", "experiments/paper_gsm8k/pipeline.flags",
                                       "The pipeline compiled.")
 

@@ -58,9 +58,12 @@ def test_pruning_with_split_weights_gives_the_orders_of_one_device(smollm2, shar
         spread = greedy_prune(sharded_scorer, split, config)
         assert spread.deletion_order == single.deletion_order
         for key in ("joint", "answer", "reasoning"):
-            np.testing.assert_allclose(spread.log_likelihoods[key], single.log_likelihoods[key], atol=1e-4, rtol=0)
+            # 1e-4 nats plus 1e-5 of the value: a sharded matmul adds its partial sums in another order, and a chain's
+            # log-likelihood (about -20 nats here) sums a hundred float32 token log-probabilities of 30 layers each
+            np.testing.assert_allclose(spread.log_likelihoods[key], single.log_likelihoods[key], atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("sharded_smollm2", MESHES[1:], indirect=True)  # all three axes; one mesh keeps CI short
 def test_decoding_with_split_weights_gives_the_tokens_of_one_device(smollm2, sharded_smollm2):
     model, tokenizer = smollm2
     prompts = [list(generation_prompt(tokenizer, text)) for text in ("What is 12 + 30?", "Name a prime.")]
