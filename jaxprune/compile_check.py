@@ -13,7 +13,8 @@ and each stage's worst case is compiled:
 
 A program fits when arguments + temporaries + outputs (less what is aliased) stay within the device's HBM less a
 little headroom the runtime keeps. FLOPs are XLA's, per device (the vocabulary loop is unrolled so that all its
-chunks are counted; the decode loop's body, one step, is counted once), next to this package's cost model.
+chunks are counted, in memory too, a slight overestimate; the decode loop's body, one step, is counted once), next
+to this package's cost model.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprune import cost_model, sharding
 from jaxprune.models.config import ModelConfig
+from jaxprune.models import llama
 from jaxprune.models.llama import LayerCache, abstract_model
 
 HEADROOM = 0.95  # share of HBM a program may use: the runtime keeps some for itself
+llama.UNROLL_VOCAB_LOOP = True  # every vocabulary chunk counted (this module is imported only by the check)
 _CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
 
 
