@@ -13,7 +13,7 @@ from flax import nnx
 from jaxprune import sharding
 from jaxprune.checkpoints import load_gguf_model
 from jaxprune.data.prompts import generation_prompt, split_chain
-from jaxprune.generation import SamplingConfig, generate
+from jaxprune.generation import Decoder, SamplingConfig, generate
 from jaxprune.pruning.greedy import PruneConfig, greedy_prune
 from jaxprune.pruning.scoring import Scorer
 
@@ -67,5 +67,8 @@ def test_pruning_with_split_weights_gives_the_orders_of_one_device(smollm2, shar
 def test_decoding_with_split_weights_gives_the_tokens_of_one_device(smollm2, sharded_smollm2):
     model, tokenizer = smollm2
     prompts = [list(generation_prompt(tokenizer, text)) for text in ("What is 12 + 30?", "Name a prime.")]
+    decoder = Decoder(sharded_smollm2, SamplingConfig(max_new_tokens=10), batch_size=4, max_prompt_length=64)
+    cache = decoder.state.cache[0].k  # [rows, kv_heads, slots, head_dim]: rows and heads spread over the devices
+    assert decoder.mesh is not None and cache.addressable_shards[0].data.shape[0] < cache.shape[0]
     for sampling in (SamplingConfig(max_new_tokens=10), SamplingConfig(max_new_tokens=10, temperature=0.7)):
         assert generate(sharded_smollm2, prompts, sampling, seed=2) == generate(model, prompts, sampling, seed=2)
