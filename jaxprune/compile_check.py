@@ -36,7 +36,6 @@ from jaxprune.models import llama
 from jaxprune.models.llama import LayerCache, abstract_model
 
 HEADROOM = 0.95  # share of HBM a program may use: the runtime keeps some for itself
-llama.UNROLL_VOCAB_LOOP = True  # every vocabulary chunk counted (this module is imported only by the check)
 _CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
 
 
@@ -199,13 +198,14 @@ def distill_programs(config: ModelConfig, mesh: Mesh, train_config, *, dtype) ->
     flops = cost_model.train_step_flops(config, batch=shape[0], length=shape[1], remat=train_config.remat)
     flops = per_device(mesh, shape[0], flops, 0.0)  # attention is a few % of a 2k-token step: split with the rest
     return [Program("train step", train_step, (graphdef, state.frozen, state.trainable, state.opt_state, *batch),
-                    {"optimizer": optimizer, "lora_scale": train_config.lora_scale if train_config.lora_rank else 0.0,
+                    {"optimizer": optimizer, "lora_scale": train_config.lora_scale,
                      "compute_dtype": train_config.compute_dtype, "remat": train_config.remat}, flops)]
 
 
 def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
     """Compiles one program; its bytes and FLOPs per device."""
     started = time.perf_counter()
+    llama.UNROLL_VOCAB_LOOP = True  # traced with every vocabulary chunk in sight of XLA's count
     try:
         with jax.set_mesh(mesh):
             compiled = program.function.lower(*program.args, **program.kwargs).compile()
@@ -216,6 +216,8 @@ def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
                 "error": str(error).splitlines()[0], "flops_per_device": 0.0,
                 "model_flops_per_device": program.model_flops_per_device,
                 "seconds_to_compile": round(time.perf_counter() - started, 1)}
+    finally:
+        llama.UNROLL_VOCAB_LOOP = False
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -41,13 +41,18 @@ def packaged_model_path(name: str) -> str:
     return path
 
 
+def _is_hub_id(spec: str) -> bool:
+    """`org/name` that is no local path."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/")) and not spec.endswith(".gguf")
+
+
 def local_model_path(spec: str) -> str:
     """The local file or directory behind a `--model` value (downloading a hub id if needed)."""
     if spec.startswith("packaged:"):
         return packaged_model_path(spec.removeprefix("packaged:"))
     if os.path.exists(spec):
         return spec
-    if spec.count("/") == 1 and not spec.startswith((".", "/")) and not spec.endswith(".gguf"):
+    if _is_hub_id(spec):
         from huggingface_hub import snapshot_download
 
         logging.info("Downloading %s from the Hugging Face hub (safetensors only)", spec)
@@ -76,7 +81,7 @@ def load_config(spec: str) -> ModelConfig:
     if spec.startswith("packaged:") or os.path.exists(spec):
         path = local_model_path(spec)
         return gguf_config(GGUFFile(path)) if os.path.isfile(path) else load_hf_config(path)
-    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+    if _is_hub_id(spec):
         from huggingface_hub import hf_hub_download
 
         return load_hf_config(hf_hub_download(repo_id=spec, filename="config.json"))

@@ -15,10 +15,8 @@ nothing allocated): `init_train_state` (pure, so `jax.eval_shape` runs it), `tra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import math
 import os
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -213,9 +211,9 @@ def train_step(graphdef, frozen, trainable, opt_state, tokens, loss_mask, valid,
     loss, grads = jax.value_and_grad(loss_fn)(trainable)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and mesh.size > 1:
-        pinned = train_state_shardings(TrainState(frozen, trainable, opt_state), mesh, rules)
+    if sharding.under_mesh():
+        pinned = train_state_shardings(TrainState(frozen, trainable, opt_state), jax.sharding.get_abstract_mesh(),
+                                       rules)
         trainable, opt_state = jax.lax.with_sharding_constraint((trainable, opt_state),
                                                                 (pinned.trainable, pinned.opt_state))
     return trainable, opt_state, loss
@@ -231,8 +229,7 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
     import orbax.checkpoint as ocp
 
     if mesh is not None:
-        axes = sharding.batch_sharding(mesh, 1, rules).spec[0]
-        split = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+        split = sharding.batch_shards(mesh, rules)
         if config.batch_size % split:
             raise ValueError(f"batch_size={config.batch_size} does not split evenly over the mesh's {split} "
                              "batch shards")
@@ -257,7 +254,7 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
         batch = (list(map(jnp.asarray, make_batch(examples, indices, config.max_length, pad_id))) if mesh is None
                  else _placed_batch(examples, indices, config.max_length, pad_id, sharding.batch_sharding(mesh, 2,
                                                                                                       rules)))
-        with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
+        with sharding.mesh_context(mesh):
             trainable, opt_state, loss = train_step(graphdef, frozen, trainable, opt_state, *batch,
                                                     optimizer=optimizer, lora_scale=config.lora_scale,
                                                     compute_dtype=config.compute_dtype, remat=config.remat,
