@@ -24,7 +24,7 @@ REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable
                   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 # The compile check unrolls the vocabulary-chunk loop of `token_log_probs`, so that XLA's cost analysis (which counts
-# a loop body once) sees every chunk; a run keeps the loop, slightly faster on XLA:CPU for the same work.
+# a loop body once) sees every chunk; a run keeps the loop (the form `benchmarks/` measured on the CPU).
 UNROLL_VOCAB_LOOP = False
 
 # Added to masked attention scores; finite so that a fully masked query row gives a uniform row, not NaN.
