@@ -29,7 +29,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prune_speed import gsm8k_chains, kept_overlap, ranks  # noqa: E402  (a sibling script, not a package)
+from prune_speed import gsm8k_chains  # noqa: E402  (a sibling script, not a package)
+
+from jaxprune.pruning.agreement import kept_overlap, ranks  # noqa: E402
 
 KEEP_RATIOS = (0.9, 0.8, 0.7, 0.5)
 DTYPES = ("float32", "bfloat16")

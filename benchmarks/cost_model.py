@@ -100,7 +100,7 @@ def _predict():
 
     config = load_config("meta-llama/Llama-3.1-8B-Instruct")  # the published config.json, shipped
     modes = {"exact greedy": {}, "4 deletions per step": {"deletions_per_step": 4},
-             "proxy top-16 (bound)": {"proxy_top_k": 16}, "full recomputation per candidate": {"shared_prefix": False}}
+             "16 candidates a step (bound)": {"candidates_per_step": 16}, "full recomputation per candidate": {"shared_prefix": False}}
     print(f"\nLlama-3.1-8B pruner, bfloat16, chain P={_PROMPT} N={_REASONING} A={_ANSWER} to keep {_PAPER_KEEP}, "
           f"{_UTILISATION.value:.0%} of peak:\n")
     print("| mode | token-forwards | PFLOP per chain | " + " | ".join(

@@ -12,8 +12,8 @@ answer); or a chain JSONL path such as `experiments/data/demo_chains.jsonl` (Smo
     The deletion orders must be the same.
 (b) Forward token counts per whole prune: jaxprune's (padding included) against full recompute and against the
     minimal suffix-only bound.
-(c) Approximate modes against exact jaxprune, pruning to `--approx_keep_ratio`: speed-up, Spearman correlation of
-    the deletion ranks, and overlap of the kept sets at keep ratios 0.9 / 0.8 / 0.7 / 0.5.
+
+The approximate modes against exact greedy: `benchmarks/approx_agreement.py`.
 """
 
 import json
@@ -27,9 +27,7 @@ from absl import app, flags
 _CHAINS = flags.DEFINE_string("chains", "gsm8k", "'gsm8k' or a chain JSONL path.")
 _GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K file for --chains=gsm8k.")
 _NUM_CHAINS = flags.DEFINE_integer("num_chains", 3, "How many chains to prune.")
-_APPROX_CHAINS = flags.DEFINE_integer("approx_chains", 2, "How many of them the approximate modes (c) prune.")
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Keep ratio of the exact comparison (a, b).")
-_APPROX_KEEP_RATIO = flags.DEFINE_float("approx_keep_ratio", 0.5, "Keep ratio of the approximate modes (c).")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the PyTorch reference (a).")
 
 
@@ -89,28 +87,6 @@ def full_recompute_tokens(split, order):
     return sum((n - step) * (prompt + n - step - 1 + answer) for step in range(len(order)))
 
 
-def ranks(order, n):
-    """Deletion step of each token (never-deleted tokens share the last rank)."""
-    rank = np.full(n, len(order), np.float64)
-    rank[order] = np.arange(len(order))
-    return rank
-
-
-def spearman(a, b):
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def kept_overlap(order_a, order_b, n, keep_ratio):
-    from jaxprune.pruning.greedy import deletions_for
-
-    cut = deletions_for(n, keep_ratio)
-    kept_a = set(range(n)) - set(order_a[:cut])
-    kept_b = set(range(n)) - set(order_b[:cut])
-    return len(kept_a & kept_b) / max(len(kept_a), 1)
-
-
 def main(argv):
     del argv
     import torch
@@ -163,31 +139,6 @@ def main(argv):
     print(f"full recompute (authors) {full:10d}   {full / minimal:.2f}x the minimum")
     print(f"jaxprune, padding incl.  {our_tokens:10d}   {our_tokens / minimal:.2f}x the minimum")
     print(f"suffix-only minimum      {minimal:10d}")
-
-    approx_splits = splits[: _APPROX_CHAINS.value]
-    print(f"\n(c) approximate modes on {len(approx_splits)} chains, pruning to keep ratio {_APPROX_KEEP_RATIO.value}, "
-          "against exact jaxprune (warm runs)")
-    timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value), approx_splits)  # warm-up
-    reference_traces, reference_seconds, _ = timed_prunes(PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value),
-                                                          approx_splits)
-    print(f"{'mode':28s} {'seconds':>8s} {'speed-up':>9s} {'spearman':>9s}  kept-set overlap at 0.9/0.8/0.7/0.5")
-    print(f"{'exact':28s} {reference_seconds:8.1f} {1.0:8.2f}x {1.0:9.3f}")
-    modes = {"2 deletions per step": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, deletions_per_step=2),
-             "4 deletions per step": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, deletions_per_step=4),
-             "surprisal proxy, top 8": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, proxy="surprisal",
-                                                   proxy_top_k=8),
-             "attention proxy, top 8": PruneConfig(keep_ratio=_APPROX_KEEP_RATIO.value, proxy="attention",
-                                                   proxy_top_k=8)}
-    for label, config in modes.items():
-        timed_prunes(config, approx_splits)  # warm-up: compile this mode's shapes
-        approx, approx_seconds, _ = timed_prunes(config, approx_splits)
-        rho = np.mean([spearman(ranks(a.deletion_order, len(s.reasoning)), ranks(e.deletion_order, len(s.reasoning)))
-                       for a, e, s in zip(approx, reference_traces, approx_splits)])
-        overlaps = [np.mean([kept_overlap(a.deletion_order, e.deletion_order, len(s.reasoning), r)
-                             for a, e, s in zip(approx, reference_traces, approx_splits)])
-                    for r in (0.9, 0.8, 0.7, 0.5)]
-        print(f"{label:28s} {approx_seconds:8.1f} {reference_seconds / approx_seconds:8.2f}x {rho:9.3f}  "
-              + " / ".join(f"{o:.2f}" for o in overlaps))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ base pass already predicts: L - 2 - (P + i) of them. A step therefore costs
     L + n (n - 1) / 2 + n (A - 1)   token-forwards     (full recomputation per candidate, as in the authors' code:
                                                         L + n L)
 
-Deleting `deletions_per_step` tokens at once divides the number of steps; a proxy scores only `proxy_top_k`
-candidates per step (the cost then depends on where they sit: the bound below assumes the earliest, the dearest).
+Deleting `deletions_per_step` tokens at once divides the number of steps; lazy greedy scores only
+`candidates_per_step` candidates per step after its first (the cost then depends on where they sit: the bound below
+assumes the earliest, the dearest).
 A token-forward costs 2 x (matrix parameters) FLOPs plus 4 x layers x heads x head_dim x context for attention.
 Kernel calls hold at most `token_budget` tokens and read every weight once, which bounds the time from below by
 weight traffic as well as by FLOPs.
@@ -70,7 +71,7 @@ ACCELERATORS = {
 
 def step_token_forwards(prompt: int, reasoning_left: int, answer: int, candidates: int | None = None,
                         shared_prefix: bool = True) -> int:
-    """Token-forwards of one greedy step with `reasoning_left` tokens; `candidates` scored (default: all; a proxy
+    """Token-forwards of one greedy step with `reasoning_left` tokens; `candidates` scored (default: all; lazy greedy
     scores fewer, here the earliest ones)."""
     n = reasoning_left
     length = prompt + n + answer
@@ -90,11 +91,11 @@ def _steps(reasoning: int, keep_ratio: float, deletions_per_step: int) -> list[i
 
 
 def chain_token_forwards(prompt: int, reasoning: int, answer: int, keep_ratio: float, *, deletions_per_step: int = 1,
-                         proxy_top_k: int | None = None, shared_prefix: bool = True) -> int:
+                         candidates_per_step: int | None = None, shared_prefix: bool = True) -> int:
     """Token-forwards to prune one chain down to `keep_ratio` (including the final pass that measures it)."""
     left = _steps(reasoning, keep_ratio, deletions_per_step)
     final = reasoning - deletions_for(reasoning, keep_ratio)
-    return sum(step_token_forwards(prompt, n, answer, proxy_top_k, shared_prefix) for n in left) + (
+    return sum(step_token_forwards(prompt, n, answer, candidates_per_step, shared_prefix) for n in left) + (
         prompt + final + answer)
 
 
@@ -112,16 +113,16 @@ def flops_per_token(config: ModelConfig, context: int) -> float:
 
 
 def chain_cost(config: ModelConfig, prompt: int, reasoning: int, answer: int, keep_ratio: float, *,
-               deletions_per_step: int = 1, proxy_top_k: int | None = None, shared_prefix: bool = True,
+               deletions_per_step: int = 1, candidates_per_step: int | None = None, shared_prefix: bool = True,
                token_budget: int = 65536, bytes_per_parameter: int = 2) -> dict[str, float]:
     """Token-forwards, FLOPs (attention context taken as the whole chain, an upper bound) and the bytes of matrix
     weights read (once per kernel call; the input embedding is only gathered)."""
     forwards = chain_token_forwards(prompt, reasoning, answer, keep_ratio, deletions_per_step=deletions_per_step,
-                                    proxy_top_k=proxy_top_k, shared_prefix=shared_prefix)
+                                    candidates_per_step=candidates_per_step, shared_prefix=shared_prefix)
     calls, kv_bytes = 1, 0.0  # the final base pass; then per step a base pass and the candidate calls
     kv_per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim * bytes_per_parameter
     for n in _steps(reasoning, keep_ratio, deletions_per_step):
-        candidates = step_token_forwards(prompt, n, answer, proxy_top_k, shared_prefix) - (prompt + n + answer)
+        candidates = step_token_forwards(prompt, n, answer, candidates_per_step, shared_prefix) - (prompt + n + answer)
         calls += 1 + math.ceil(candidates / token_budget)
         if shared_prefix:  # each packed row (about one longest suffix wide) reads its copy of the prefix cache
             kv_bytes += candidates / max(n + answer - 2, 1) * (prompt + n + answer) * kv_per_slot

@@ -7,6 +7,7 @@ import pytest
 
 from jaxprune.pruning import llmlingua2
 from jaxprune.pruning.greedy import PruneConfig, deletions_for
+from jaxprune.pruning.methods import make_method
 from jaxprune.pruning.runner import RunConfig, prune_dataset
 
 
@@ -79,8 +80,8 @@ def test_prune_cli_runs_llmlingua2(tmp_path, smollm2, classifier_dir, matching):
               for i in range(3)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chains))
     config = RunConfig(input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"),
-                       prune=PruneConfig(keep_ratio=0.6), method="llmlingua2", classifier=classifier_dir,
-                       length_matching=matching, system_prompt="Solve it.")
+                       prune=PruneConfig(keep_ratio=0.6), system_prompt="Solve it.",
+                       method=make_method("llmlingua2", classifier=classifier_dir, length_matching=matching))
     prune_dataset(config, model, tokenizer)
     records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert len(records) == 3

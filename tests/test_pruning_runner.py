@@ -12,7 +12,9 @@ from conftest import kill_after_lines, run_processes
 from jaxprune import sharding
 from jaxprune.checkpoints import load_model
 from jaxprune.data.records import RecordError
-from jaxprune.pruning import baselines
+from jaxprune.pruning.methods.attention import attention_order
+from jaxprune.pruning.methods.surprisal import surprisal_order
+from jaxprune.pruning.methods.uniform import uniform_order
 from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.runner import RunConfig, prune_dataset
 from jaxprune.pruning.scoring import Scorer
@@ -119,16 +121,18 @@ def test_extending_with_another_objective_is_refused(tmp_path, tiny):
 
 def test_float32_greedy_is_recorded_as_exact_and_bfloat16_greedy_is_not(tmp_path, tiny, tiny_bf16):
     _, records = run(tmp_path, tiny, name="float32.jsonl")
-    assert [r["pruning_mode"] for r in records] == [{"exact": True, "dtype": "float32"}] * len(records)
+    assert [r["pruning_mode"] for r in records] == [{"method": "greedy", "dtype": "float32",
+                                                     "exact": True}] * len(records)
     _, records = run(tmp_path, tiny_bf16, name="bfloat16.jsonl", dtype="bfloat16")
-    assert [r["pruning_mode"] for r in records] == [{"exact": False, "dtype": "bfloat16",
-                                                     "deletions_per_step": 1}] * len(records)
+    assert [r["pruning_mode"] for r in records] == [{"method": "greedy", "dtype": "bfloat16",
+                                                     "exact": False}] * len(records)
 
 
 def test_extending_a_float32_record_with_a_bfloat16_run_is_refused_naming_the_dtype(tmp_path, tiny, tiny_bf16):
     run(tmp_path, tiny, name="first.jsonl")
-    with pytest.raises(RecordError, match=r"first\.jsonl:1: field 'pruning_mode'=\{'exact': True, 'dtype': 'float32'\} "
-                                         r"cannot be extended by a run with \{'exact': False, 'dtype': 'bfloat16'"):
+    with pytest.raises(RecordError, match=r"first\.jsonl:1: field 'pruning_mode'=\{'method': 'greedy', 'dtype': "
+                                         r"'float32', 'exact': True\} cannot be extended by a run with \{'method': "
+                                         r"'greedy', 'dtype': 'bfloat16'"):
         run(tmp_path, tiny_bf16, name="second.jsonl", input=str(tmp_path / "first.jsonl"),
             prune=PruneConfig(keep_ratio=0.3), dtype="bfloat16")
 
@@ -163,9 +167,9 @@ def test_baselines_give_valid_orders_in_the_same_format(tmp_path, tiny, method):
 
 
 def test_uniform_reproduces_by_seed():
-    assert baselines.uniform_order(40, seed=1, chain_id="x") == baselines.uniform_order(40, seed=1, chain_id="x")
-    assert baselines.uniform_order(40, seed=1, chain_id="x") != baselines.uniform_order(40, seed=2, chain_id="x")
-    assert sorted(baselines.uniform_order(40, seed=1, chain_id="x")) == list(range(40))
+    assert uniform_order(40, seed=1, chain_id="x") == uniform_order(40, seed=1, chain_id="x")
+    assert uniform_order(40, seed=1, chain_id="x") != uniform_order(40, seed=2, chain_id="x")
+    assert sorted(uniform_order(40, seed=1, chain_id="x")) == list(range(40))
 
 
 def test_surprisal_and_attention_orders_follow_their_signals(tiny):
@@ -182,11 +186,11 @@ def test_surprisal_and_attention_orders_follow_their_signals(tiny):
     log_probs = np.asarray(jax.nn.log_softmax(out.logits[0], -1))
     start, n = len(split.prompt), len(split.reasoning)
     token_lp = [log_probs[start + i - 1, split.reasoning[i]] for i in range(n)]
-    assert baselines.surprisal_order(Scorer(model), split) == sorted(range(n), key=lambda i: (-token_lp[i], i))
+    assert surprisal_order(Scorer(model), split) == sorted(range(n), key=lambda i: (-token_lp[i], i))
     received = sum(np.asarray(a[0]).sum(axis=0) for a in out.attentions)  # [query, key] summed over heads
     later = np.tril(np.ones(received.shape), -1)  # query > key
     per_key = (received * later).sum(axis=0)[start: start + n]
-    order = baselines.attention_order(Scorer(model), split)
+    order = attention_order(Scorer(model), split)
     assert np.all(np.diff(per_key[order]) >= -1e-5)
 
 

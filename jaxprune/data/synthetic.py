@@ -131,3 +131,14 @@ def generate_problems(count: int, seed: int = 0) -> list[dict[str, str]]:
         problems.append({"id": f"generated-{seed}-{index}", "dataset": "gsm8k", "question": question,
                          "gold": str(answer), "solution": "\n".join(steps) + f"\n#### {answer}"})
     return problems
+
+
+def multi_part_problem(parts: list[dict[str, str]]) -> dict[str, str]:
+    """Several generated problems asked as one (a worksheet): each part solved in turn, the answer their total.
+    Chains as long as wanted, for pruning long reasoning: about 27 SmolLM2 reasoning tokens a part."""
+    answers = [int(part["gold"]) for part in parts]
+    question = ("Solve each part, then give the total of the parts' answers.\n"
+                + "\n".join(f"Part {i + 1}: {part['question']}" for i, part in enumerate(parts)))
+    reasoning = "".join(f"Part {i + 1}:\n{part['solution'].split('####')[0].strip()}\n" for i, part in enumerate(parts))
+    reasoning += f"The total is {' + '.join(map(str, answers))} = {sum(answers)}.\n"
+    return {"question": question, "reasoning": reasoning, "gold": str(sum(answers))}

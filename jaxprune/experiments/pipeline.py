@@ -28,7 +28,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxprune import distributed
-from jaxprune.pruning.runner import METHODS
+from jaxprune.pruning.methods import METHODS
 
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
 _CHAIN_FLAGS = flags.DEFINE_list("chain_flags", None, "Generate-CLI flagfiles of the training chains (teacher "

@@ -12,8 +12,10 @@ from absl import app, flags, logging
 from jaxprune import distributed
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
-from jaxprune.pruning.greedy import OBJECTIVES, PROXIES, PruneConfig
-from jaxprune.pruning.runner import METHODS, RunConfig
+from jaxprune.experiments.method_flags import define_method_flags, method_from_flags
+from jaxprune.pruning.greedy import OBJECTIVES, PruneConfig
+from jaxprune.pruning.methods import METHODS
+from jaxprune.pruning.runner import RunConfig
 
 _MODEL = flags.DEFINE_string("model", DEFAULT_MODEL, "Pruner: GGUF file, Hugging Face directory, hub id, or "
                              "packaged:NAME.")
@@ -23,17 +25,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSONL output; rerunning resumes i
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Fraction of reasoning tokens to keep, in [0, 1).")
 _OBJECTIVE = flags.DEFINE_enum("objective", "joint", OBJECTIVES, "joint: log p(reasoning left, answer | prompt); "
                                "answer: log p(answer | prompt, reasoning left).")
-_METHOD = flags.DEFINE_enum("method", "greedy", METHODS, "greedy, or a baseline.")
-_DELETIONS_PER_STEP = flags.DEFINE_integer("deletions_per_step", 1, "Approximate when > 1: delete the k best "
-                                           "candidates of each step at once.")
-_PROXY = flags.DEFINE_enum("proxy", "none", ("none",) + PROXIES, "Approximate: score exactly only the "
-                           "--proxy_top_k candidates this cheap signal proposes.")
-_PROXY_TOP_K = flags.DEFINE_integer("proxy_top_k", 16, "Candidates scored per step with --proxy.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the uniform baseline.")
-_CLASSIFIER = flags.DEFINE_string("classifier", None, "llmlingua2: token-classification model (path or hub id), "
-                                  "e.g. microsoft/llmlingua-2-xlm-roberta-large-meetingbank.")
-_LENGTH_MATCHING = flags.DEFINE_enum("length_matching", "example", ("example", "dataset"), "llmlingua2: match "
-                                     "each chain's length to greedy's, or one rate for the dataset (reference).")
+_METHOD = flags.DEFINE_enum("method", "greedy", list(METHODS), " | ".join(f"{name}: {cls.help.rstrip('.')}"
+                                                                          for name, cls in METHODS.items()))
+define_method_flags()
 _SYSTEM_PROMPT = flags.DEFINE_string("system_prompt", GSM8K_SYSTEM_PROMPT, "System prompt for records without "
                                      "a `system` field ('' for none).")
 _ON_INVALID = flags.DEFINE_enum("on_invalid", "skip", ("skip", "fail"), "Chains with empty reasoning, no answer, "
@@ -50,13 +44,14 @@ _HTML = flags.DEFINE_string("html", None, "Also write a self-contained HTML view
 
 def main(argv):
     del argv
-    prune = PruneConfig(keep_ratio=_KEEP_RATIO.value, objective=_OBJECTIVE.value,
-                        deletions_per_step=_DELETIONS_PER_STEP.value,
-                        proxy=None if _PROXY.value == "none" else _PROXY.value, proxy_top_k=_PROXY_TOP_K.value)
-    config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=_METHOD.value,
-                       model=_MODEL.value, seed=_SEED.value, system_prompt=_SYSTEM_PROMPT.value or None,
-                       on_invalid=_ON_INVALID.value, max_chains=_MAX_CHAINS.value, classifier=_CLASSIFIER.value,
-                       length_matching=_LENGTH_MATCHING.value, dtype=_DTYPE.value)
+    prune = PruneConfig(keep_ratio=_KEEP_RATIO.value, objective=_OBJECTIVE.value)
+    try:
+        method = method_from_flags(_METHOD.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=method, model=_MODEL.value,
+                       system_prompt=_SYSTEM_PROMPT.value or None, on_invalid=_ON_INVALID.value,
+                       max_chains=_MAX_CHAINS.value, dtype=_DTYPE.value)
 
     import jax
     import jax.numpy as jnp

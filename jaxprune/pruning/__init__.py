@@ -1,1 +1,1 @@
-"""Greedy pruning of reasoning tokens: the scoring kernel, the greedy loop, baselines and the dataset runner."""
+"""Greedy pruning of reasoning tokens: the scoring kernel, the greedy loop, the pruning methods and the dataset runner."""

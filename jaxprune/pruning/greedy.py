@@ -1,9 +1,8 @@
 """The greedy loop: delete the reasoning token whose removal costs the least likelihood, one (or k) per step.
 
-Exact mode (the paper's): every remaining reasoning token is scored at every step, one deletion per step, ties to
-the lowest original position. Approximate modes, off by default: `deletions_per_step` > 1 deletes the k best
-candidates of a step at once; `proxy` scores exactly only the `proxy_top_k` candidates a cheap signal of the step's
-base pass proposes (`surprisal`: least surprising first; `attention`: least attention received first).
+Exact (the paper's): every remaining reasoning token is scored at every step, one deletion per step, ties to the
+lowest original position. `deletions_per_step` > 1 (approximate) deletes the k best candidates of a step at once.
+Lazy greedy, which rescores only some candidates a step, is `jaxprune/pruning/methods/lazy.py`.
 
 A run can start from a saved deletion order (resume or extend to a lower keep ratio): the saved deletions are
 replayed without scoring and their recorded log-likelihoods are kept.
@@ -13,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +20,6 @@ from jaxprune.data.prompts import TokenSplit
 from jaxprune.pruning.scoring import BasePass, Scorer
 
 OBJECTIVES = ("joint", "answer")
-PROXIES = ("surprisal", "attention")
 # Candidates whose scores differ by less than this many nats are tied (float32 noise is ~1e-5 nats on a chain);
 # a tie goes to the lowest original position, as in the reference.
 TIE_TOLERANCE = 1e-4
@@ -33,27 +32,16 @@ def deletions_for(reasoning_length: int, keep_ratio: float) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PruneConfig:
+    """What every method shares: how much to keep and the objective the likelihoods are of."""
+
     keep_ratio: float
     objective: str = "joint"
-    deletions_per_step: int = 1
-    proxy: str | None = None
-    proxy_top_k: int = 16
 
     def __post_init__(self):
         if not 0.0 <= self.keep_ratio < 1.0:
             raise ValueError(f"keep_ratio must be in [0, 1), got {self.keep_ratio}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.deletions_per_step < 1:
-            raise ValueError(f"deletions_per_step must be >= 1, got {self.deletions_per_step}")
-        if self.proxy is not None and self.proxy not in PROXIES:
-            raise ValueError(f"proxy must be one of {', '.join(PROXIES)}, got {self.proxy!r}")
-        if self.proxy is not None and self.proxy_top_k < 1:
-            raise ValueError(f"proxy_top_k must be >= 1, got {self.proxy_top_k}")
-
-    @property
-    def is_exact(self) -> bool:
-        return self.deletions_per_step == 1 and self.proxy is None
 
 
 @dataclasses.dataclass
@@ -87,29 +75,40 @@ def pick_best(scores: np.ndarray, positions: np.ndarray, count: int) -> list[int
     return chosen
 
 
-def _proxy_candidates(base: BasePass, config: PruneConfig, length: int, prompt_length: int,
-                      reasoning_length: int) -> np.ndarray:
-    compact = np.arange(prompt_length, prompt_length + reasoning_length)
-    if config.proxy == "surprisal":  # high log-prob = unsurprising = proposed first
-        importance = -base.token_log_probs(length)[compact]
-    else:
-        importance = base.attention_received[compact]
-    order = np.lexsort((compact, importance))  # least important first, ties to the lower position
-    return np.sort(compact[order[: config.proxy_top_k]])
+class CandidatePolicy(Protocol):
+    """Which candidates a step rescores (approximate greedy); exact greedy rescores all of them every step."""
+
+    def choose(self, remaining: np.ndarray) -> np.ndarray | None:
+        """Indices into `remaining` (original positions left, ascending) to score this step; None for all."""
+
+    def observe(self, positions: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
+        """The costs (likelihood lost by deleting each, in nats) just scored at `positions`, and what the step
+        deleted."""
 
 
 def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: PruneTrace | None = None,
-                 on_step=None) -> PruneTrace:
-    """Prunes `split.reasoning` down to `config.keep_ratio`; `on_step(done, total)` reports progress."""
+                 on_step=None, *, deletions_per_step: int = 1, policy: CandidatePolicy | None = None,
+                 suffix_limit: int | None = None, incremental_base: bool = False) -> PruneTrace:
+    """Prunes `split.reasoning` down to `config.keep_ratio`; `on_step(done, total)` reports progress.
+
+    Exact by default; `deletions_per_step`, a candidate `policy` and a `suffix_limit` (see `Scorer.score_step`)
+    each make it approximate. `incremental_base` reruns each step's base pass only from the last deletion on
+    (`Scorer.base_pass_after`: same values, fewer token-forwards when a step scores few candidates)."""
+    if deletions_per_step < 1:
+        raise ValueError(f"deletions_per_step must be >= 1, got {deletions_per_step}")
     reasoning = np.asarray(split.reasoning, np.int64)
     target = deletions_for(len(reasoning), config.keep_ratio)
     trace = copy.deepcopy(start) if start else PruneTrace([], {"joint": [], "answer": [], "reasoning": []}, {})
     deleted = set(trace.deletion_order)
-    remaining = [i for i in range(len(reasoning)) if i not in deleted]
+    remaining = np.asarray([i for i in range(len(reasoning)) if i not in deleted], np.int64)
     prompt_length = len(split.prompt)
+    base, unchanged = None, 0
     while True:
         tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
-        base = scorer.base_pass(tokens, with_attention=config.proxy == "attention")
+        if incremental_base and base is not None:
+            base = scorer.base_pass_after(base, tokens, unchanged)
+        else:
+            base = scorer.base_pass(tokens)
         values = chain_log_likelihoods(base, len(tokens), prompt_length, len(remaining))
         if not trace.original:
             trace.original = values
@@ -118,18 +117,21 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
                 trace.log_likelihoods[key][-1] = values[key]
         if len(trace.deletion_order) >= target:
             return trace
-        candidates = None
-        if config.proxy is not None:
-            candidates = _proxy_candidates(base, config, len(tokens), prompt_length, len(remaining))
-        scores = scorer.score_step(tokens, prompt_length, len(remaining), base, candidates)
-        original_positions = np.asarray(remaining)[scores.candidates - prompt_length]
-        count = min(config.deletions_per_step, target - len(trace.deletion_order))
-        chosen = pick_best(scores.objective(config.objective), original_positions, count)
-        for index in chosen:
-            trace.deletion_order.append(int(original_positions[index]))
-            deleted.add(int(original_positions[index]))
+        chosen_indices = None if policy is None else policy.choose(remaining)
+        candidates = None if chosen_indices is None else prompt_length + np.asarray(chosen_indices, np.int64)
+        scores = scorer.score_step(tokens, prompt_length, len(remaining), base, candidates, suffix_limit)
+        objective = scores.objective(config.objective)
+        original_positions = remaining[scores.candidates - prompt_length]
+        count = min(deletions_per_step, target - len(trace.deletion_order))
+        step_deleted = [int(original_positions[i]) for i in pick_best(objective, original_positions, count)]
+        if policy is not None:
+            policy.observe(original_positions, values[config.objective] - objective, step_deleted)
+        for position in step_deleted:
+            trace.deletion_order.append(position)
+            deleted.add(position)
             for key in trace.log_likelihoods:
                 trace.log_likelihoods[key].append(None)
-        remaining = [i for i in remaining if i not in deleted]
+        unchanged = prompt_length + int(np.searchsorted(remaining, min(step_deleted)))
+        remaining = remaining[~np.isin(remaining, step_deleted)]
         if on_step is not None:
             on_step(len(trace.deletion_order), target)

@@ -31,6 +31,8 @@ from jaxprune.models.llama import Llama, init_cache, positions_from_keep
 
 LENGTH_BUCKET = 32   # base-pass lengths are rounded up to a multiple of this
 WIDTH_MULTIPLE = 16  # row widths of the packed suffixes are multiples of this
+# Window widths of incremental base passes: about 1.25x apart, so a chain's steps compile a few programs.
+BASE_WIDTHS = tuple(sorted({-(-int(32 * 1.25 ** k) // 32) * 32 for k in range(40)}))
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -105,14 +107,21 @@ def call_rows(rows: int, width: int, token_budget: int, row_multiple: int = 1) -
     return calls
 
 
+def suffix_lengths(length: int, candidates: np.ndarray, suffix_limit: int | None = None) -> np.ndarray:
+    """How many queries each candidate's suffix recomputes: `x[c+1 : length-1]`, at most `suffix_limit`."""
+    lengths = np.maximum(length - 2 - np.asarray(candidates), 0)
+    return lengths if suffix_limit is None else np.minimum(lengths, suffix_limit)
+
+
 def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, token_budget: int = 4096,
-                  row_multiple: int = 1) -> PackedRows:
-    """Packs, for each candidate c, the queries `x[c+1 : length-1]` first-fit-decreasing into rows.
+                  row_multiple: int = 1, suffix_limit: int | None = None) -> PackedRows:
+    """Packs, for each candidate c, the queries `x[c+1 : length-1]` (the first `suffix_limit` of them if set)
+    first-fit-decreasing into rows.
 
     The row width is the multiple of WIDTH_MULTIPLE (between the longest suffix and twice that) whose packing
     needs the fewest padded tokens once the rows are split into bucketed kernel calls.
     """
-    lengths = np.maximum(length - 2 - candidates, 0)
+    lengths = suffix_lengths(length, candidates, suffix_limit)
     longest = max(int(lengths.max(initial=1)), 1)
     best = None
     for width in range(_round_up(longest, WIDTH_MULTIPLE), _round_up(2 * longest, WIDTH_MULTIPLE) + 1,
@@ -131,7 +140,7 @@ def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, token
         for segment, index in enumerate(members):
             c = int(candidates[index])
             span = slice(column, column + int(lengths[index]))
-            queries = np.arange(c + 1, length - 1)
+            queries = np.arange(c + 1, c + 1 + int(lengths[index]))
             packed["tokens"][r, span] = tokens[queries]
             packed["positions"][r, span] = queries - 1
             packed["visible_prefix"][r, span] = c
@@ -160,6 +169,21 @@ def _base_pass(graphdef, params, tokens, length, *, vocab_chunk, with_attention)
         later = (index[:, None] > index[None, :]) & valid[:, None]
         received = sum(jnp.einsum("hqk,qk->k", layer[0], later.astype(jnp.float32)) for layer in attentions)
     return cache, log_probs[:, 0], log_probs[:, 1], received
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
+def _base_pass_from(graphdef, params, cache, tokens, start, length, *, vocab_chunk):
+    """The base pass of a chain that agrees with the cached one before `start`: only queries `start` on are run
+    (`width` of them: the window's static size), writing their keys/values into the cache in place."""
+    model: Llama = nnx.merge(graphdef, params)
+    width, slots = tokens.shape[1] // 3, cache[0].k.shape[2]
+    window, following, skipped = tokens[0, :width], tokens[0, width: 2 * width], tokens[0, 2 * width:]
+    query = start + jnp.arange(width)
+    key = jnp.arange(slots)
+    mask = ((key[None, :] <= query[:, None]) & (key[None, :] < length))[None]
+    hidden, cache, _ = model.hidden_states(window[None], query[None], mask, cache=cache, cache_index=start)
+    log_probs = model.token_log_probs(hidden[0], jnp.stack([following, skipped], axis=-1), vocab_chunk)
+    return cache, log_probs[:, 0], log_probs[:, 1]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
@@ -193,6 +217,13 @@ def _full_pass(graphdef, params, tokens, length, deleted, *, vocab_chunk):
     return jax.vmap(one_candidate)(deleted)
 
 
+def compiled_programs() -> dict[str, int]:
+    """How many programs each scoring kernel has compiled in this process (one per distinct shape bucket)."""
+    kernels = {"base pass": _base_pass, "incremental base pass": _base_pass_from, "suffix pass": _suffix_pass,
+               "full pass": _full_pass}
+    return {name: kernel._cache_size() for name, kernel in kernels.items()}
+
+
 class Scorer:
     """Scores greedy-pruning steps of chains with one model; jitted functions are shared across chains."""
 
@@ -222,9 +253,33 @@ class Scorer:
                                                     vocab_chunk=self.vocab_chunk, with_attention=with_attention)
         return BasePass(cache, np.asarray(nxt), np.asarray(skip), None if received is None else np.asarray(received))
 
+    def base_pass_after(self, previous: BasePass, tokens: np.ndarray, unchanged: int) -> BasePass:
+        """The base pass of `tokens`, which agree with the chain `previous` was run on in their first `unchanged`
+        tokens (a deletion at `unchanged`): queries from `unchanged - 2` on are rerun (their targets moved), in a
+        window of a few bucketed widths, against `previous`'s cache. Same values as `base_pass(tokens)`."""
+        slots = previous.cache[0].k.shape[2]
+        start = max(unchanged - 2, 0)
+        width = min(next(w for w in BASE_WIDTHS + (slots,) if w >= len(tokens) - start), slots)
+        start = min(start, slots - width)  # the window must fit the cache (it may rerun a few unchanged queries)
+        padded = np.zeros(slots + 2, np.int32)
+        padded[: len(tokens)] = tokens
+        window = np.concatenate([padded[start + shift: start + shift + width] for shift in range(3)])
+        self.forward_tokens += width
+        with sharding_lib.mesh_context(self.mesh):
+            cache, nxt, skip = _base_pass_from(self.graphdef, self.params, previous.cache, jnp.asarray(window[None]),
+                                               start, len(tokens), vocab_chunk=self.vocab_chunk)
+        next_log_probs, skip_log_probs = previous.next_log_probs.copy(), previous.skip_log_probs.copy()
+        next_log_probs[start: start + width] = np.asarray(nxt)
+        skip_log_probs[start: start + width] = np.asarray(skip)
+        return BasePass(cache, next_log_probs, skip_log_probs, None)
+
     def score_step(self, tokens: np.ndarray, prompt_length: int, reasoning_length: int, base: BasePass,
-                   candidates: np.ndarray | None = None) -> StepScores:
-        """Scores deleting each candidate (compact positions; default: every reasoning token) from `tokens`."""
+                   candidates: np.ndarray | None = None, suffix_limit: int | None = None) -> StepScores:
+        """Scores deleting each candidate (compact positions; default: every reasoning token) from `tokens`.
+
+        With `suffix_limit`, only the first `suffix_limit` queries after a candidate are recomputed and the targets
+        after them keep their base-pass log-probabilities (approximate: a deletion's effect fades with distance).
+        """
         length = len(tokens)
         if candidates is None:
             candidates = np.arange(prompt_length, prompt_length + reasoning_length)
@@ -233,14 +288,17 @@ class Scorer:
         is_reasoning[prompt_length: prompt_length + reasoning_length] = 1.0
         is_answer = np.zeros(length + 1)
         is_answer[prompt_length + reasoning_length: length] = 1.0
+        lengths = suffix_lengths(length, candidates, suffix_limit)  # targets after c + 1 + lengths are untouched
         scores = []
         for weights in (is_reasoning, is_answer):
             before = np.concatenate([[0.0], np.cumsum(weights[:length] * target_log_probs)])
             skip = weights[candidates + 1] * base.skip_log_probs[candidates - 1].astype(np.float64)
-            scores.append(before[candidates] + skip)
+            untouched = before[length] - before[np.minimum(candidates + 2 + lengths, length)]
+            scores.append(before[candidates] + skip + untouched)
         reasoning, answer = scores
 
-        packed = pack_suffixes(np.asarray(tokens), length, candidates, self.token_budget, self.row_multiple)
+        packed = pack_suffixes(np.asarray(tokens), length, candidates, self.token_budget, self.row_multiple,
+                               suffix_limit)
         suffix_log_probs = self._run_rows(packed, base.cache)
         real = packed.candidate >= 0
         where = packed.target_position[real]
