@@ -49,13 +49,18 @@ def main(argv):
         command = [sys.executable, "-m", "jaxprune.experiments.prune", f"--flagfile={_FLAGFILE.value}",
                    f"--output={output}", f"--html={os.path.join(work, 'pruned.html')}"]
         begin = time.perf_counter()
-        run = subprocess.run(command, capture_output=True, text=True)
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        log = []
+        for chunk in iter(lambda: process.stderr.read(200), ""):  # progress shown as it comes, kept for the counts
+            sys.stderr.write(chunk)
+            log.append(chunk)
         seconds = time.perf_counter() - begin
-        if run.returncode:
-            raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr[-3000:]}")
+        if process.wait():
+            raise SystemExit(f"{' '.join(command)} failed:\n{''.join(log)[-3000:]}")
         record = json.loads(open(output).readline())
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux -> GiB
-    programs = re.search(r"compiled scoring programs: (\{.*\})", run.stderr)
+    work = re.search(r"token-forwards: (\d+) in base passes, (\d+) in candidate suffixes; compiled scoring "
+                     r"programs: (\{.*\})", "".join(log))
     prompt, n, answer = (len(record[f"{part}_token_ids"]) for part in ("prompt", "reasoning", "answer"))
     exact = cost_model.chain_token_forwards(prompt, n, answer, record["keep_ratio"])
     print(f"command: python -m jaxprune.experiments.prune --flagfile={_FLAGFILE.value}")
@@ -66,7 +71,10 @@ def main(argv):
     print(f"wall time: {seconds / 60:.1f} min (model load and compilation included); peak memory {peak:.2f} GiB")
     print(f"token-forwards: {record['token_forwards']:,} run; exact greedy (cost model) {exact:,}: "
           f"{exact / record['token_forwards']:.0f}x fewer; {record['token_forwards'] / seconds:.0f} per second")
-    print(f"compiled scoring programs: {programs.group(1) if programs else 'not logged'}")
+    if work:
+        base, suffixes, programs = int(work.group(1)), int(work.group(2)), work.group(3)
+        print(f"token-forwards in base passes {base:,} ({base / (base + suffixes):.0%}), in candidate suffixes "
+              f"{suffixes:,}; compiled scoring programs: {programs}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from conftest import kill_after_lines, run_processes
 
 from jaxprune import sharding
 from jaxprune.checkpoints import load_model
+from jaxprune.data.prompts import TokenSplit
 from jaxprune.data.records import RecordError
+from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.methods.attention import attention_order
 from jaxprune.pruning.methods.surprisal import surprisal_order
 from jaxprune.pruning.methods.uniform import uniform_order
-from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.runner import RunConfig, prune_dataset
 from jaxprune.pruning.scoring import Scorer
 
@@ -269,3 +270,32 @@ def test_demo_flagfile_runs(tmp_path):
     page = (tmp_path / "demo.html").read_text()
     assert page.startswith("<!doctype html>") and "deleted at step 1 of 1" in page
     assert "\033[1m" in result.stdout
+
+
+def test_records_count_the_token_forwards_their_method_ran(tmp_path, tiny):
+    model, _ = tiny
+    _, records = run(tmp_path, tiny, method="uniform")
+    for record in records:  # a static order runs two base passes: the full and the pruned chain, padded to 32
+        full = sum(len(record[f"{part}_token_ids"]) for part in ("prompt", "reasoning", "answer"))
+        pruned = full - len(record["deletion_order"])
+        assert record["token_forwards"] == -(-full // 32) * 32 + -(-pruned // 32) * 32
+    _, records = run(tmp_path, tiny, name="greedy.jsonl")
+    for record in records:
+        split = TokenSplit(*(tuple(record[f"{part}_token_ids"]) for part in ("prompt", "reasoning", "answer")))
+        scorer = Scorer(model)
+        greedy_prune(scorer, split, PruneConfig(keep_ratio=0.5))
+        assert record["token_forwards"] == scorer.forward_tokens
+
+
+def test_prune_cli_builds_the_method_from_its_flags_and_warns_about_another_methods(tmp_path, tiny_dir):
+    from jaxprune.pruning.methods import make_method
+
+    chains = write_chains(tmp_path / "chains.jsonl", CHAINS[:2])
+    result = run_module("jaxprune.experiments.prune", f"--model={tiny_dir}", f"--input={chains}",
+                 f"--output={tmp_path / 'out.jsonl'}", "--method=approx", "--top_k=3", "--seed=5", "--show=0",
+                 f"--system_prompt={SYSTEM}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_output(tmp_path / "out.jsonl")
+    assert [r["pruning_mode"] for r in records] == [make_method("approx", top_k=3).mode("float32")] * 2
+    assert records[0]["pruning_mode"]["top_k"] == 3 and records[0]["method"] == "approx"
+    assert "--seed is not a setting of method 'approx'; ignored" in result.stderr

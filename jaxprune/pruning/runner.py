@@ -183,5 +183,6 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
     parts.merge([str(record["id"]) for _, record in chains])
     for reason, number in sorted(counts.items()):
         logging.info("%s: %d", reason, number)
-    logging.info("compiled scoring programs: %s", compiled_programs())
+    logging.info("token-forwards: %d in base passes, %d in candidate suffixes; compiled scoring programs: %s",
+                 scorer.base_forward_tokens, scorer.forward_tokens - scorer.base_forward_tokens, compiled_programs())
     return dict(counts)

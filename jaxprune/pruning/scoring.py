@@ -236,7 +236,8 @@ class Scorer:
         self.vocab_chunk = vocab_chunk
         self.mesh = mesh
         self.row_multiple = sharding_lib.batch_shards(mesh) if mesh is not None else 1
-        self.forward_tokens = 0  # token-forwards spent, for benchmarks
+        self.forward_tokens = 0  # token-forwards spent (padding included), for records and benchmarks
+        self.base_forward_tokens = 0  # the part of them spent in base passes
 
     def _place(self, array: np.ndarray) -> jax.Array:
         if self.mesh is None:
@@ -248,6 +249,7 @@ class Scorer:
         padded = np.zeros((1, slots), np.int32)
         padded[0, : len(tokens)] = tokens
         self.forward_tokens += slots
+        self.base_forward_tokens += slots
         with sharding_lib.mesh_context(self.mesh):
             cache, nxt, skip, received = _base_pass(self.graphdef, self.params, jnp.asarray(padded), len(tokens),
                                                     vocab_chunk=self.vocab_chunk, with_attention=with_attention)
@@ -265,6 +267,7 @@ class Scorer:
         padded[: len(tokens)] = tokens
         window = np.concatenate([padded[start + shift: start + shift + width] for shift in range(3)])
         self.forward_tokens += width
+        self.base_forward_tokens += width
         with sharding_lib.mesh_context(self.mesh):
             cache, nxt, skip = _base_pass_from(self.graphdef, self.params, previous.cache, jnp.asarray(window[None]),
                                                start, len(tokens), vocab_chunk=self.vocab_chunk)

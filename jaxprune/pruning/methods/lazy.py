@@ -27,7 +27,7 @@ class StaleCosts:
     """The candidate policy: remembers costs and picks the candidates a step rescores."""
 
     def __init__(self, size: int, top_k: int, window: int, full_every: int):
-        self.costs = np.full(size, np.inf)  # never scored: rescored first
+        self.costs = np.full(size, np.inf)  # filled by the first step, which scores every candidate
         self.top_k, self.window, self.full_every = top_k, window, full_every
         self.step, self.last_deleted = 0, None
 
@@ -82,3 +82,8 @@ class Approx(LazyGreedy):
 
     name = "approx"
     help = "Lazy greedy with the recommended settings (the documented choice for long chains)."
+
+    top_k: int = 8
+    window: int = 8
+    full_every: int = 0
+    suffix_limit: int = 0
