@@ -2,8 +2,8 @@
 
     python benchmarks/approx_agreement.py [--mode=lazy:top_k=8,window=2 ... --timed_chains=2 --cache=/tmp/approx_agreement.jsonl]
 
-Each mode prunes every chain of `benchmarks/data/exact_references.jsonl` (`benchmarks/exact_references.py`: 10
-chains of 84-118 SmolLM2 reasoning tokens, exact greedy to keep 0.5) to keep 0.5, with SmolLM2-135M-Instruct in
+Each mode prunes every chain of `benchmarks/data/exact_references.jsonl` (`benchmarks/exact_references.py`: 6
+chains of 84-108 SmolLM2 reasoning tokens, exact greedy to keep 0.5) to keep 0.5, with SmolLM2-135M-Instruct in
 float32. Per mode: token-forwards (padding included) against exact's, summed over the chains; wall-time against
 exact greedy rerun side by side in this run on the `--timed_chains` shortest chains (warm: each mode runs once on
 them first to compile); the mean kept-set overlap with exact's kept set at keep 0.9 / 0.8 / 0.7 / 0.5 (and the
@@ -48,7 +48,7 @@ def main(argv):
     from jaxprune.pruning.agreement import kept_overlap, rank_correlation
     from jaxprune.pruning.greedy import PruneConfig, greedy_prune
     from jaxprune.pruning.methods import make_method
-    from jaxprune.pruning.scoring import Scorer
+    from jaxprune.pruning.scoring import Scorer, compiled_programs
 
     references = [record for _, record in read_jsonl(_REFERENCES.value)]
     for record in references:
@@ -104,6 +104,7 @@ def main(argv):
     print(f"{n} chains, reasoning tokens {sorted(len(s.reasoning) for s in splits)}; exact greedy to keep 0.5: "
           f"{exact_forwards:,} token-forwards; answer preserved at keep {_PRESERVATION_KEEP}: {exact_preserved}/{n}; "
           f"timed chains: {[references[i]['id'] for i in timed]}, exact {exact_seconds:.1f} s warm\n")
+    print(f"compiled scoring programs over these chains and modes: {compiled_programs()}\n")
     print("| mode | token-forwards | fewer than exact | wall-time speed-up (timed chains) | Spearman | kept-set overlap "
           "0.9 / 0.8 / 0.7 / 0.5 | worst at 0.5 | answer preserved at 0.7 |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
