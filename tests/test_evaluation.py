@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxprune.evaluation import bootstrap_interval, summarize
+from jaxprune.evaluation import summarize
+from jaxprune.statistics import bootstrap_interval
 
 
 def test_bootstrap_interval_matches_the_normal_approximation_for_many_questions():
@@ -24,9 +25,10 @@ def test_degenerate_and_empty_inputs():
 
 
 def test_summary_counts_and_means():
-    records = [{"is_correct": ok, "reasoning_tokens": r, "completion_tokens": r + 5}
+    records = [{"id": f"q{r}", "is_correct": ok, "reasoning_tokens": r, "completion_tokens": r + 5}
                for ok, r in [(True, 10), (False, 20), (True, 30), (False, 40)]]
     summary = summarize(records)
+    assert summary["outcomes"] == {"q10": True, "q20": False, "q30": True, "q40": False}
     assert summary["questions"] == 4 and summary["correct"] == 2 and summary["accuracy"] == 0.5
     assert summary["mean_reasoning_tokens"] == 25 and summary["mean_completion_tokens"] == 30
     low, high = summary["accuracy_ci95"]
@@ -65,4 +67,5 @@ def test_evaluate_cli_scores_a_model_that_emits_a_known_string_exactly(smollm2, 
     summary = json.loads((tmp_path / "eval.summary.json").read_text())
     reasoning_tokens = len(tokenizer("Five plus two makes seven. ", add_special_tokens=False).input_ids)
     assert (summary["questions"], summary["correct"], summary["accuracy"]) == (5, 3, 0.6)
+    assert summary["outcomes"] == {"q0": True, "q1": False, "q2": True, "q3": False, "q4": True}
     assert summary["mean_reasoning_tokens"] == reasoning_tokens

@@ -14,18 +14,20 @@ from jaxprune.comparison import comparison_rows, markdown_table, plot
 
 
 def _summary(correct, questions, reasoning_tokens, method=None, keep_ratio=None, seed=0, achieved=None):
+    """A summary whose first `correct` of `questions` questions are right."""
     summary = {"questions": questions, "correct": correct, "accuracy": correct / questions,
-               "mean_reasoning_tokens": reasoning_tokens}
+               "mean_reasoning_tokens": reasoning_tokens,
+               "outcomes": {f"q{i:04d}": i < correct for i in range(questions)}}
     if method:
         summary["distillation"] = {"method": method, "keep_ratio": keep_ratio, "seed": seed,
                                    "achieved_keep_ratio": achieved if achieved is not None else keep_ratio}
     return summary
 
 
-def test_comparison_groups_seeds_and_pools_questions(tmp_path):
+def test_comparison_groups_seeds_resamples_questions_and_pairs_with_greedy(tmp_path):
     summaries = [_summary(500, 1000, 50.0, "greedy", 0.7, seed=1, achieved=0.71),  # listed before seed 0
                  _summary(300, 1000, 40.0, "greedy", 0.7, seed=0, achieved=0.69),
-                 _summary(100, 1000, 60.0, "uniform", 0.7, seed=0),
+                 _summary(100, 1000, 60.0, "uniform", 0.7, seed=1),
                  _summary(700, 1000, 80.0, "unpruned", 1.0, seed=0),
                  _summary(20, 1000, 90.0)]
     rows = comparison_rows(summaries, base_name="untrained")
@@ -33,18 +35,28 @@ def test_comparison_groups_seeds_and_pools_questions(tmp_path):
                                                               ("greedy", 0.7), ("uniform", 0.7)]
     greedy = rows[2]
     assert greedy["accuracy"] == pytest.approx(0.4) and greedy["accuracy_sd"] == pytest.approx(math.sqrt(0.02))
-    assert greedy["seeds"] == [0, 1] and greedy["accuracy_per_seed"] == [0.3, 0.5] and greedy["questions"] == 2000
+    assert greedy["seeds"] == [0, 1] and greedy["accuracy_per_seed"] == [0.3, 0.5] and greedy["questions"] == 1000
     assert greedy["achieved_keep_ratio"] == pytest.approx(0.70) and greedy["mean_reasoning_tokens"] == 45.0
-    half_width = 1.96 * math.sqrt(0.4 * 0.6 / 2000)  # 800 of 2000 pooled answers right
+    # Per question the seed average is 1 (300 questions), 0.5 (200) or 0 (500): its mean 0.4, variance 0.19.
+    half_width = 1.96 * math.sqrt(0.19 / 1000)
     assert greedy["accuracy_ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
     assert rows[0]["achieved_keep_ratio"] is None and rows[3]["accuracy_sd"] == 0.0
+
+    uniform_pair, = rows[3]["versus_greedy"]  # uniform right on a subset of every greedy seed's questions
+    assert uniform_pair["greedy_keep_ratio"] == 0.7 and uniform_pair["difference"] == pytest.approx(-0.3)
+    assert uniform_pair["difference_ci95"][1] < 0
+    # McNemar pairs uniform's seed 1 with greedy's seed 1 (500 right), not with the first greedy row (seed 0).
+    assert [(t["reference_only"], t["method_only"]) for t in uniform_pair["mcnemar"]] == [(400, 0)]
+    base_pair, = rows[0]["versus_greedy"]  # the untrained model against each greedy seed
+    assert [(t["reference_only"], t["method_only"]) for t in base_pair["mcnemar"]] == [(280, 0), (480, 0)]
+    assert base_pair["greedy_keep_ratio"] == 0.7 and greedy["versus_greedy"] == []
 
     with pytest.raises(ValueError, match="different question sets"):
         comparison_rows(summaries + [_summary(1, 10, 5.0, "greedy", 0.9)])
 
     table = markdown_table(rows).splitlines()
-    assert len(table) == 2 + len(rows)
     assert table[4].startswith("| greedy | 0.7 (0.700) | 2 | 40.0% ± 14.1% |") and "30.0%, 50.0%" in table[4]
+    assert "| uniform | 0.7 (0.700) | 0.7 | -30.0% |" in "\n".join(table)
     plot(rows, str(tmp_path / "comparison.png"))
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from jaxprune.data.answers import extract_answer, is_correct
 from jaxprune.data.teacher import end_of_turn_ids
-from jaxprune.evaluation import bootstrap_interval
+from jaxprune.statistics import bootstrap_interval
 from jaxprune.generation import SamplingConfig, generate
 from jaxprune.pruning.greedy import deletions_for
 from jaxprune.plotting import pyplot, save_figure

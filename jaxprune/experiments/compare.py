@@ -3,8 +3,9 @@
     python -m jaxprune.experiments.compare --summaries='outputs/cpu_distill/eval/*.summary.json' \
         --output_dir=outputs/cpu_distill/report
 
-Writes comparison.md (a markdown table), comparison.json (the same rows) and comparison.png (accuracy and reasoning
-length against keep ratio); see `jaxprune/comparison.py` for what each column means.
+Writes comparison.md (the accuracy table and the paired comparisons with greedy), comparison.json (the same rows) and
+comparison.png (accuracy, reasoning length and the paired differences against keep ratio); see
+`jaxprune/comparison.py` for what each column means and `jaxprune/statistics.py` for the tests.
 """
 
 import glob
@@ -34,9 +35,10 @@ def main(argv):
                 summaries.append(json.load(f))
             except json.JSONDecodeError as error:
                 raise app.UsageError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
-        for field in ("accuracy", "correct", "questions", "mean_reasoning_tokens"):
+        for field in ("accuracy", "correct", "questions", "mean_reasoning_tokens", "outcomes"):
             if field not in summaries[-1]:
-                raise app.UsageError(f"{path}: field '{field}' is missing; is it an evaluation summary?")
+                raise app.UsageError(f"{path}: field '{field}' is missing; is it an evaluation summary? (summaries "
+                                     "written before per-question outcomes were recorded: evaluate again)")
     try:
         rows = comparison_rows(summaries, _BASE_NAME.value)
     except ValueError as error:
