@@ -7,6 +7,7 @@ import pytest
 
 from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.methods import METHODS, make_method, register
+from jaxprune.pruning.methods.h2o import h2o_order
 from jaxprune.pruning.methods.lazy import StaleCosts
 from jaxprune.pruning.methods.static import StaticOrderMethod
 from jaxprune.pruning.scoring import Scorer
@@ -107,7 +108,7 @@ def test_a_new_method_is_one_class_and_runs_through_the_runner(tmp_path, tiny): 
         name = "last_first"
         help = "Deletes the last reasoning token first."
 
-        def order(self, scorer, split, record):
+        def order(self, scorer, split, record, keep_ratio):
             return list(range(len(split.reasoning)))[::-1]
 
     try:
@@ -127,6 +128,7 @@ def test_a_new_method_is_one_class_and_runs_through_the_runner(tmp_path, tiny): 
     ("lazy", {"top_k": 0, "window": 0}, "no step after a full one rescores"),
     ("k_per_step", {"deletions_per_step": 0}, "deletions_per_step must be >= 1"),
     ("llmlingua2", {}, "needs a classifier"),
+    ("h2o", {"recent_share": 1.5}, "recent_share must be in"),
 ])
 def test_bad_method_settings_are_refused_by_name(name, settings, message):
     with pytest.raises(ValueError, match=message):
@@ -148,3 +150,25 @@ def test_an_incremental_base_pass_equals_a_full_one_after_a_deletion(tiny):  # n
         for ours, theirs in zip(incremental.cache, full.cache):
             np.testing.assert_allclose(np.asarray(ours.k)[:, :, :length], np.asarray(theirs.k)[:, :, :length],
                                        atol=1e-5)
+
+
+def test_h2o_keeps_the_heavy_hitters_and_a_recent_window_on_planted_attention():
+    # The bias of accumulated attention: early tokens, seen by more queries, collect more; token 4 is a heavy hitter.
+    received = np.array([9.0, 8.0, 7.0, 6.0, 20.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    kept = 5  # keep ratio 0.5: 3 recent tokens (half the budget, rounded up) and 2 heavy hitters
+    order = h2o_order(received, kept, recent_share=0.5)
+    assert sorted(order[:5]) == [1, 2, 3, 5, 6] and order[:5] == [6, 5, 3, 2, 1]  # least attention first
+    assert set(range(10)) - set(order[:5]) == {0, 4, 7, 8, 9}
+    # Without the window the final computation goes first: the variant SPEC section 3 says is not H2O.
+    assert h2o_order(received, kept, recent_share=0.0)[:5] == [9, 8, 7, 6, 5]
+    # All of the budget recent: the last five tokens stay whatever their attention.
+    assert sorted(h2o_order(received, kept, recent_share=1.0)[:5]) == [0, 1, 2, 3, 4]
+
+
+def test_h2o_prune_keeps_the_recent_window_at_the_asked_keep_ratio(tiny):  # noqa: F811
+    split = random_split(4, reasoning=20)
+    for keep_ratio in (0.8, 0.5, 0.3):
+        trace = make_method("h2o").prune(Scorer(tiny), split, {"id": "x"}, PruneConfig(keep_ratio=keep_ratio))
+        kept = 20 - deletions_for(20, keep_ratio)
+        window = -(-kept // 2)
+        assert not set(trace.deletion_order) & set(range(20 - window, 20)), keep_ratio

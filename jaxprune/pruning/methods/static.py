@@ -39,13 +39,15 @@ class StaticOrderMethod(PruningMethod):
     """A method defined by one ranking of the reasoning tokens, cut at the keep ratio."""
 
     @abc.abstractmethod
-    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any]) -> list[int]:
-        """Every reasoning token, the first to delete first."""
+    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], keep_ratio: float) -> list[int]:
+        """Every reasoning token, the first to delete first (`keep_ratio`: the budget the order is cut at, for
+        methods whose ranking depends on it)."""
 
     def prune(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
               start: PruneTrace | None = None, on_step=None) -> PruneTrace:
         del start
-        order = self.order(scorer, split, record)[: deletions_for(len(split.reasoning), config.keep_ratio)]
+        order = self.order(scorer, split, record, config.keep_ratio)
+        order = order[: deletions_for(len(split.reasoning), config.keep_ratio)]
         if on_step is not None:
             on_step(len(order), len(order))
         return static_trace(scorer, split, order)

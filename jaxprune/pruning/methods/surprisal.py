@@ -26,6 +26,6 @@ class Surprisal(StaticOrderMethod):
     name = "surprisal"
     help = "Baseline: delete the least surprising tokens (highest log-probability in one forward) first."
 
-    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any]) -> list[int]:
-        del record
+    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], keep_ratio: float) -> list[int]:
+        del record, keep_ratio
         return surprisal_order(scorer, split)

@@ -27,8 +27,8 @@ class Uniform(StaticOrderMethod):
 
     seed: int = 0
 
-    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any]) -> list[int]:
-        del scorer
+    def order(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], keep_ratio: float) -> list[int]:
+        del scorer, keep_ratio
         return uniform_order(len(split.reasoning), self.seed, str(record["id"]))
 
     def record_fields(self) -> dict[str, Any]:
