@@ -30,8 +30,9 @@ class ProcessParts:
     def mine(self, items: Sequence[Item]) -> list[Item]:
         return list(items[self.index::self.count])
 
-    def appender(self) -> JsonlAppender:
-        return JsonlAppender(self.path)
+    def appender(self, check=None) -> JsonlAppender:
+        """This process's appender; `check` vets the records already there (`JsonlAppender`)."""
+        return JsonlAppender(self.path, check)
 
     def merge(self, ids_in_order: Sequence[str]) -> None:
         """After all processes finished: process 0 writes every part's records into `output`, ordered by

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 CHAIN_FIELDS = ("id", "question", "reasoning", "answer")
 
@@ -84,16 +84,20 @@ def read_chains(path: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 class JsonlAppender:
-    """Appends records to a JSONL file with an fsync per record; reopening resumes after the last whole line."""
+    """Appends records to a JSONL file with an fsync per record; reopening resumes after the last whole line.
 
-    def __init__(self, path: str):
+    `check(record, where)` (optional) is called on every record already in the file, `where` being `path:line`,
+    before anything is appended: it raises `RecordError` when the file was written by a run it must not be mixed with.
+    """
+
+    def __init__(self, path: str, check: Callable[[dict[str, Any], str], None] | None = None):
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        self.done_ids = self._repair_and_collect_ids()
+        self.done_ids = self._repair_and_collect_ids(check)
         self._file = open(path, "a", encoding="utf-8")
 
-    def _repair_and_collect_ids(self) -> set[str]:
+    def _repair_and_collect_ids(self, check) -> set[str]:
         if not os.path.exists(self.path):
             return set()
         with open(self.path, "rb+") as f:
@@ -102,9 +106,12 @@ class JsonlAppender:
             if whole < len(data):  # a torn last line from a killed run
                 f.truncate(whole)
         ids = set()
-        for line in data[:whole].decode("utf-8").splitlines():
+        for number, line in enumerate(data[:whole].decode("utf-8").splitlines(), start=1):
             if line.strip():
-                ids.add(str(json.loads(line)["id"]))
+                record = json.loads(line)
+                if check is not None:
+                    check(record, f"{self.path}:{number}")
+                ids.add(str(record["id"]))
         return ids
 
     def append(self, record: dict[str, Any]) -> None:

@@ -95,6 +95,25 @@ def _saved_trace(record: dict[str, Any], split: TokenSplit, config: RunConfig, w
                       dict(record["original_log_likelihoods"]))
 
 
+def _same_run_check(config: RunConfig, splits_by_id: dict[str, TokenSplit | None]):
+    """Vets the records already in the output before a rerun adds to it: they must come from a run with this
+    method and settings, objective, pruner, keep ratio and prompt, or the file would mix two experiments."""
+    expected = {"method": config.method.name, "pruning_mode": config.mode, "objective": config.prune.objective,
+                "pruner": config.model, "keep_ratio": config.prune.keep_ratio}
+
+    def check(record: dict[str, Any], where: str) -> None:
+        for field, value in expected.items():
+            saved = saved_mode(record) if field == "pruning_mode" else record.get(field)
+            if saved != value:
+                raise RecordError(f"{where}: field '{field}'={saved!r}, but this run writes {value!r}; a rerun only "
+                                  "resumes the same settings (choose another --output, or remove the file)")
+        split = splits_by_id.get(str(record.get("id")))
+        if split is not None and list(record.get("prompt_token_ids", [])) != list(split.prompt):
+            raise RecordError(f"{where}: field 'prompt_token_ids' differs from this run's prompt for the chain "
+                              "(another system prompt or tokenizer); a rerun only resumes the same settings")
+    return check
+
+
 def saved_mode(record: dict[str, Any]) -> dict[str, Any]:
     """A record's pruning mode in today's form. Older files: `{"exact": true, "dtype": ...}` or `{"exact": true}`
     or nothing (exact greedy, float32 unless named), or `deletions_per_step` > 1 (k per step)."""
@@ -156,7 +175,7 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
             skipped[where] = str(reason)
     method = config.method
     method.prepare([(record, splits[where]) for where, record in chains if where in splits], tokenizer, config.prune)
-    with parts.appender() as appender:
+    with parts.appender(_same_run_check(config, {str(r["id"]): splits.get(w) for w, r in chains})) as appender:
         mine = parts.mine(chains)
         todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
         counts["already done"] = len(mine) - len(todo)
