@@ -1,6 +1,7 @@
-"""The LLMLingua-2 baseline: keep probabilities from a token classifier, word mapping, length matching."""
+"""The LLMLingua-2 / TokenSkip baseline: our labels against the `llmlingua` package's own, word mapping, lengths."""
 
 import json
+import string
 
 import numpy as np
 import pytest
@@ -10,73 +11,104 @@ from jaxprune.pruning.greedy import PruneConfig, deletions_for
 from jaxprune.pruning.methods import make_method
 from jaxprune.pruning.runner import RunConfig, prune_dataset
 
+WORDS = ("Step Natalia sold clips in May Altogether she the answer is apples and pears Each ticket costs dollars so "
+         "tickets cost add Done We multiply price by number of has buys more").split()
+
+
+def _xlmr_style_tokenizer():
+    """A small SentencePiece-style (Unigram, '▁' word starts) tokenizer built here, wrapped as XLM-R's."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import XLMRobertaTokenizerFast
+
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    characters = sorted(set(string.ascii_letters + string.digits + string.punctuation))
+    pieces = ([(s, 0.0) for s in special] + [("▁" + w, -2.0) for w in WORDS] + [(w.lower(), -4.0) for w in WORDS]
+              + [("▁", -5.0)] + [(c, -8.0) for c in characters] + [("▁" + c, -7.0) for c in characters])
+    vocab = list(dict(reversed(pieces)).items())[::-1]  # first occurrence of each piece, in order
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tokenizer.normalizer = normalizers.Replace("\n", " ")
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return XLMRobertaTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+
 
 @pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory, smollm2):
-    """A tiny random token classifier (XLM-R architecture, 2 labels) with a fast tokenizer, saved as safetensors."""
+def classifier_dir(tmp_path_factory):
+    """A tiny random XLM-R token classifier (2 labels) with its tokenizer, saved as safetensors. The folder name holds
+    'xlm-roberta-large' because the llmlingua package picks its word rules by model name."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
 
+    tokenizer = _xlmr_style_tokenizer()
     torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=49152, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=64, num_labels=2, max_position_embeddings=600, pad_token_id=2)
-    directory = tmp_path_factory.mktemp("classifier")
-    XLMRobertaForTokenClassification(config).eval().save_pretrained(directory)
-    smollm2[1].save_pretrained(directory)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, num_labels=2, max_position_embeddings=520,
+                              pad_token_id=tokenizer.pad_token_id)
+    directory = tmp_path_factory.mktemp("models") / "tiny-xlm-roberta-large"
+    model = XLMRobertaForTokenClassification(config).eval()
+    with torch.no_grad():  # a classifier whose keep probabilities spread over (0, 1)
+        model.classifier.weight.mul_(40.0)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return str(directory)
 
 
-def test_word_probabilities_are_mean_token_keep_probabilities(classifier_dir):
-    import torch
-
-    classifier = llmlingua2.KeepClassifier(classifier_dir)
-    text = "Natalia sold 48/2 = 24 clips in May.\nAltogether: 48+24 = 72 clips."
-    words, word_probs = classifier.word_probabilities(text)
-    assert [text[s:e] for s, e in words][:4] == ["Natalia", "sold", "48/2", "="]
-    encoding = classifier.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    with torch.no_grad():
-        keep = torch.softmax(classifier.model(torch.tensor([encoding["input_ids"]])).logits[0], -1)[:, 1].numpy()
-    for (start, end), probability in zip(words, word_probs):
-        inside = [k for k, (s, e) in zip(keep, encoding["offset_mapping"]) if s < end and e > start]
-        assert probability == pytest.approx(np.mean(inside), abs=1e-6)
+CHAIN = ("Step 1: Natalia sold 48/2 = 24 clips in May.\nStep 2: Altogether she sold 48 + 24 = 72 clips.\n"
+         "Step 3: : : the answer is 72.\nEach ticket costs 6 dollars, so 5 tickets cost 30 dollars.")
+LONG = " ".join(f"Step {i}: she sold {i} clips and {i + 1} apples in May. We add the price." for i in range(40))
 
 
-def test_long_text_is_scored_in_chunks_without_gaps(classifier_dir):
-    classifier = llmlingua2.KeepClassifier(classifier_dir)
-    text = " ".join(f"step {i}: add {i} apples." for i in range(120))
-    assert len(classifier.tokenizer(text, add_special_tokens=False).input_ids) > llmlingua2.CHUNK_TOKENS
-    words, word_probs = classifier.word_probabilities(text)
-    assert len(words) == 5 * 120 and np.all(word_probs > 0)
+@pytest.mark.parametrize("rate", [0.3, 0.5, 0.7, 0.9])
+def test_kept_words_equal_the_llmlingua_packages_own_compression(classifier_dir, monkeypatch, rate):
+    import tiktoken
+    from llmlingua import PromptCompressor
+
+    # llmlingua asks tiktoken for GPT-3.5's encoding, which tiktoken downloads: give it the bundled copy.
+    monkeypatch.setattr(tiktoken, "encoding_for_model", lambda name: llmlingua2.counting_encoding())
+    reference = PromptCompressor(model_name=classifier_dir, device_map="cpu", use_llmlingua2=True,
+                                 model_config={"trust_remote_code": False})
+    ours = llmlingua2.Compressor(classifier_dir)
+    assert len(ours.tokenizer.tokenize(LONG)) > llmlingua2.WINDOW  # several chunks
+    for text in (CHAIN, LONG):
+        result = reference.compress_prompt([text], rate=rate, force_tokens=["Step", ":"], force_reserve_digit=True,
+                                           drop_consecutive=True, return_word_label=True)
+        theirs = [pair.rsplit(" ", 1) for pair in result["fn_labeled_original_prompt"].split("\t\t|\t\t")]
+        chunks = ours.chunks(text)
+        labels = ours.keep_labels(chunks, rate)
+        mine = [[word.lstrip("▁"), str(int(label))] for chunk, chunk_labels in zip(chunks, labels)
+                for word, label in zip(chunk.words, chunk_labels)]
+        assert mine == theirs
+        assert 0 < sum(int(label) for _, label in mine) < len(mine)
 
 
-def test_tokens_map_onto_words_and_whitespace_follows_the_word_before():
-    words = [(0, 3), (4, 9), (11, 14)]  # "Tom", "has 3", "ok" in "Tom has3\n\nok"-like spans
-    tokens = [(0, 3), (3, 4), (4, 7), (7, 9), (9, 11), (11, 14)]
-    assert llmlingua2.token_words(tokens, words).tolist() == [0, 0, 1, 1, 1, 2]
-    order = llmlingua2.deletion_order(np.array([0, 0, 1, 1, 1, 2]), np.array([0.9, 0.2, 0.5]))
-    assert order == [2, 3, 4, 5, 0, 1]
+def test_words_are_located_in_order_and_tokens_take_the_word_they_overlap():
+    text = "Tom has 3\n\nok"
+    assert llmlingua2.word_spans(text, ["▁Tom", "▁has", "▁3", "▁ok", "▁zzz"]) == [(0, 3), (4, 7), (8, 9), (11, 13),
+                                                                                   None]
+    tokens = [(0, 3), (3, 4), (4, 7), (7, 9), (9, 11), (11, 13)]  # "Tom", " ", "has", " 3", "\n\n", "ok"
+    token_word = llmlingua2.token_words(tokens, [(0, 3), (4, 7), (8, 9), None, (11, 13)])
+    assert token_word.tolist() == [0, 0, 1, 2, 2, 4]
+    assert llmlingua2.deletion_order(token_word, np.array([0.9, 0.2, 0.5, 0.0, 0.7])) == [2, 3, 4, 5, 0, 1]
 
 
-def test_dataset_rate_search_meets_the_target_mean_keep_ratio():
-    rng = np.random.default_rng(0)
-    chains = []
-    for _ in range(40):
-        words = rng.integers(20, 60)
-        token_word = np.sort(rng.integers(0, words, rng.integers(words, 2 * words)))
-        chains.append((token_word, rng.random(words)))
-    rate = llmlingua2.dataset_rate(chains, 0.7)
-    ratios = []
-    for token_word, word_probs in chains:
-        kept = llmlingua2.words_kept_at_rate(word_probs, rate)
-        ratios.append(np.mean([w in kept for w in token_word]))
-    assert abs(np.mean(ratios) - 0.7) <= 0.005
+def test_dataset_rate_search_meets_the_target_or_returns_the_closest():
+    assert abs(llmlingua2.dataset_rate(lambda rate: rate ** 2, 0.49) ** 2 - 0.49) <= llmlingua2.RATE_TOLERANCE
+    steps = lambda rate: 0.5 if rate < 0.6 else 0.9  # noqa: E731  (cannot reach 0.7)
+    assert steps(llmlingua2.dataset_rate(steps, 0.7)) in (0.5, 0.9)
+
+
+def test_a_classifier_without_word_start_markers_is_refused(tmp_path, smollm2):
+    smollm2[1].save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="XLM-R-style classifier tokenizer"):
+        llmlingua2.Compressor(str(tmp_path))
 
 
 @pytest.mark.parametrize("matching", ["example", "dataset"])
-def test_prune_cli_runs_llmlingua2(tmp_path, smollm2, classifier_dir, matching):
+def test_prune_runs_llmlingua2_and_keeps_forced_words(tmp_path, smollm2, classifier_dir, matching):
     model, tokenizer = smollm2
     chains = [{"id": f"c{i}", "question": "How many apples?", "answer": "#### 8",
-               "reasoning": f"Tom has {i} apples and buys 5 more, so he has {i} + 5 = {i + 5} apples.\n"}
+               "reasoning": f"Step 1: Tom has {i} apples and buys 5 more, so he has {i} + 5 = {i + 5} apples.\n"}
               for i in range(3)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chains))
     config = RunConfig(input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"),
@@ -91,6 +123,8 @@ def test_prune_cli_runs_llmlingua2(tmp_path, smollm2, classifier_dir, matching):
         assert record["method"] == "llmlingua2" and record["length_matching"] == matching
         if matching == "example":
             assert len(record["deletion_order"]) == deletions_for(n, 0.6)
+        kept = record["pruned_reasoning"]
+        assert "Step" in kept and all(digit in kept for digit in "15")  # forced: 'Step', ':' and digits
 
 
 def test_llmlingua2_needs_a_classifier(tmp_path):
