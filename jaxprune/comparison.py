@@ -4,8 +4,8 @@ Each evaluation summary (the evaluate CLI's `<output>.summary.json`) holds every
 distilled student its `distillation` provenance: method, keep ratio asked and achieved, seed. Summaries of the same
 method and keep ratio are one row: accuracy as the mean over seeds with its spread, and a 95% interval that resamples
 questions (each carrying its accuracy averaged over the row's seeds; `jaxprune.statistics`). Every other row is then
-compared paired with greedy at its keep ratio (rows without one, unpruned students and base models, with greedy at
-each keep ratio): the accuracy difference, its paired bootstrap interval over questions, and an exact McNemar test for
+compared paired with the reference method (greedy, or the approximate mode standing in for it) at its keep ratio
+(rows without one, unpruned students and base models, with the reference at each keep ratio): the accuracy difference, its paired bootstrap interval over questions, and an exact McNemar test for
 each seed pair. A summary without provenance (a model evaluated as it is) is a row of its own, named `base_name`.
 All summaries must answer the same questions.
 """
@@ -32,9 +32,10 @@ def _question_ids(summaries: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(summaries[0]["outcomes"])
 
 
-def comparison_rows(summaries: Sequence[dict[str, Any]], base_name: str = "base model") -> list[dict[str, Any]]:
+def comparison_rows(summaries: Sequence[dict[str, Any]], base_name: str = "base model",
+                    reference: str = REFERENCE) -> list[dict[str, Any]]:
     """One row per (method, keep ratio): accuracy over seeds, an interval over questions, reasoning length, and
-    `versus_greedy` (a list of paired comparisons, see the module docstring)."""
+    `paired` (its paired comparisons with the `reference` method, see the module docstring)."""
     ids = _question_ids(summaries)
     groups: dict[tuple[str, float | None], list[dict[str, Any]]] = collections.defaultdict(list)
     for summary in sorted(summaries, key=lambda s: (s.get("distillation") or {}).get("seed", 0)):
@@ -54,14 +55,17 @@ def comparison_rows(summaries: Sequence[dict[str, Any]], base_name: str = "base 
                      "questions": len(ids),
                      "mean_reasoning_tokens": float(np.mean([s["mean_reasoning_tokens"] for s in group])),
                      "_correct": correct})
-    references = {row["keep_ratio"]: row for row in rows if row["method"] == REFERENCE}
+    references = {row["keep_ratio"]: row for row in rows if row["method"] == reference}
+    if not references and any(row["keep_ratio"] is not None and row["keep_ratio"] < 1 for row in rows):
+        raise ValueError(f"no summaries of the reference method {reference!r} to pair the others with (methods: "
+                         f"{sorted({row['method'] for row in rows})})")
     for row in rows:
-        if row["method"] == REFERENCE:
-            row["versus_greedy"] = []
+        if row["method"] == reference:
+            row["paired"] = []
             continue
         against = [references[row["keep_ratio"]]] if row["keep_ratio"] in references else (
             [] if row["keep_ratio"] is not None and row["keep_ratio"] < 1 else list(references.values()))
-        row["versus_greedy"] = [dict(greedy_keep_ratio=ref["keep_ratio"], **paired_comparison(
+        row["paired"] = [dict(reference=reference, reference_keep_ratio=ref["keep_ratio"], **paired_comparison(
             row["_correct"], ref["_correct"], seed_pairs=_seed_pairs(row, ref)).as_dict())
             for ref in sorted(against, key=lambda r: -r["keep_ratio"])]
     for row in rows:
@@ -86,8 +90,13 @@ def _keep(row) -> str:
     return f"{row['keep_ratio']:g}" + ("" if achieved is None else f" ({achieved:.3f})")
 
 
+def _reference(rows) -> str:
+    return next((pair["reference"] for row in rows for pair in row["paired"]), REFERENCE)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as two GitHub markdown tables: accuracies, then the paired comparisons with greedy."""
+    """The rows as two GitHub markdown tables: accuracies, then the paired comparisons with the reference."""
+    reference = _reference(rows)
     lines = ["| method | keep ratio (achieved) | seeds | accuracy, mean ± sd over seeds | 95% interval (questions "
              "resampled) | per seed | reasoning tokens |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -96,15 +105,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {row['method']} | {_keep(row)} | {len(row['accuracy_per_seed'])} | {row['accuracy']:.1%} ± "
                      f"{row['accuracy_sd']:.1%} | {low:.1%}-{high:.1%} | {per_seed} | "
                      f"{row['mean_reasoning_tokens']:.1f} |")
-    lines += ["", f"Paired with {REFERENCE} on the same questions (difference = method - {REFERENCE}; McNemar per "
-              f"seed pair: questions only {REFERENCE} / only the method got right, exact two-sided p):", "",
-              f"| method | keep ratio | {REFERENCE} keep ratio | difference | 95% paired interval | "
+    lines += ["", f"Paired with {reference} on the same questions (difference = method - {reference}; McNemar per "
+              f"seed pair: questions only {reference} / only the method got right, exact two-sided p):", "",
+              f"| method | keep ratio | {reference} keep ratio | difference | 95% paired interval | "
               "McNemar per seed |", "| --- | --- | --- | ---: | --- | --- |"]
     for row in rows:
-        for pair in row["versus_greedy"]:
+        for pair in row["paired"]:
             low, high = pair["difference_ci95"]
             tests = "; ".join(f"{t['reference_only']}/{t['method_only']}, p={t['p']:.3g}" for t in pair["mcnemar"])
-            lines.append(f"| {row['method']} | {_keep(row)} | {pair['greedy_keep_ratio']:g} | "
+            lines.append(f"| {row['method']} | {_keep(row)} | {pair['reference_keep_ratio']:g} | "
                          f"{pair['difference']:+.1%} | {low:+.1%} to {high:+.1%} | {tests} |")
     return "\n".join(lines) + "\n"
 
@@ -112,7 +121,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def plot(rows: Sequence[dict[str, Any]], path: str) -> None:
     """Accuracy (95% interval over questions) and generated reasoning tokens against keep ratio, one line per method
     (rows without a keep ratio below 1 drawn as horizontal references), and each method's paired difference from
-    greedy with its interval."""
+    the reference with its interval."""
     figure, (accuracy_axis, length_axis, paired_axis) = pyplot().subplots(1, 3, figsize=(16, 4.2))
     by_method = collections.defaultdict(list)
     for row in rows:
@@ -130,7 +139,7 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> None:
             error = np.abs(np.array([r["accuracy_ci95"] for r in group]).T - accuracy)
             accuracy_axis.errorbar(x, accuracy, yerr=error, color=color, marker="o", capsize=3, label=method)
             length_axis.plot(x, [r["mean_reasoning_tokens"] for r in group], color=color, marker="o", label=method)
-        pairs = sorted((p["greedy_keep_ratio"], p) for r in group for p in r["versus_greedy"])
+        pairs = sorted(((p["reference_keep_ratio"], p) for r in group for p in r["paired"]), key=lambda x: x[0])
         if pairs:
             x = [keep + 0.004 * index for keep, _ in pairs]
             difference = np.array([p["difference"] for _, p in pairs])
@@ -141,8 +150,9 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> None:
     accuracy_axis.set(xlabel="training keep ratio", ylabel="student accuracy", title="Accuracy (95% interval)")
     length_axis.set(xlabel="training keep ratio", ylabel="mean generated reasoning tokens",
                     title="Reasoning length")
-    paired_axis.set(xlabel=f"{REFERENCE} keep ratio", ylabel=f"accuracy - {REFERENCE}'s",
-                    title=f"Paired difference from {REFERENCE} (95% interval)")
+    reference = _reference(rows)
+    paired_axis.set(xlabel=f"{reference} keep ratio", ylabel=f"accuracy - {reference}'s",
+                    title=f"Paired difference from {reference} (95% interval)")
     for axis in (accuracy_axis, length_axis, paired_axis):
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:

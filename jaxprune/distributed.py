@@ -30,6 +30,14 @@ def initialize() -> None:
                                    process_id=_PROCESS_ID.value)
 
 
+def process_id() -> int | None:
+    """This process's index as the flags give it without starting JAX: 0 for a single process, None when JAX is
+    to find it (`--coordinator_address=auto` without `--process_id`)."""
+    if _COORDINATOR.value is None:
+        return 0
+    return _PROCESS_ID.value
+
+
 def join_flags() -> list[str]:
     """This process's multi-process flags, to start a child process that joins the same kind of run."""
     return [f"--{flag.name}={flag.value}" for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)

@@ -42,15 +42,17 @@ def test_comparison_groups_seeds_resamples_questions_and_pairs_with_greedy(tmp_p
     assert greedy["accuracy_ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
     assert rows[0]["achieved_keep_ratio"] is None and rows[3]["accuracy_sd"] == 0.0
 
-    uniform_pair, = rows[3]["versus_greedy"]  # uniform right on a subset of every greedy seed's questions
-    assert uniform_pair["greedy_keep_ratio"] == 0.7 and uniform_pair["difference"] == pytest.approx(-0.3)
+    uniform_pair, = rows[3]["paired"]  # uniform right on a subset of every greedy seed's questions
+    assert uniform_pair["reference_keep_ratio"] == 0.7 and uniform_pair["difference"] == pytest.approx(-0.3)
     assert uniform_pair["difference_ci95"][1] < 0
     # McNemar pairs uniform's seed 1 with greedy's seed 1 (500 right), not with the first greedy row (seed 0).
     assert [(t["reference_only"], t["method_only"]) for t in uniform_pair["mcnemar"]] == [(400, 0)]
-    base_pair, = rows[0]["versus_greedy"]  # the untrained model against each greedy seed
+    base_pair, = rows[0]["paired"]  # the untrained model against each greedy seed
     assert [(t["reference_only"], t["method_only"]) for t in base_pair["mcnemar"]] == [(280, 0), (480, 0)]
-    assert base_pair["greedy_keep_ratio"] == 0.7 and greedy["versus_greedy"] == []
+    assert base_pair["reference_keep_ratio"] == 0.7 and greedy["paired"] == []
 
+    with pytest.raises(ValueError, match="no summaries of the reference method 'approx'"):
+        comparison_rows(summaries, reference="approx")
     with pytest.raises(ValueError, match="different question sets"):
         comparison_rows(summaries + [_summary(1, 10, 5.0, "greedy", 0.9)])
 
@@ -95,7 +97,7 @@ def test_dry_run_prunes_once_per_method_and_trains_every_student(tmp_path, tiny_
 
 @pytest.mark.parametrize("bad, message", [("--keep_ratios=0.7,1", "each must be in"),
                                           ("--seeds=zero", "--seeds"), ("--methods=", "at least one"),
-                                          ("--methods=greedy,h2o", "unknown ['h2o']")])
+                                          ("--methods=greedy,attention", "unknown ['attention']")])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, tiny_dir, bad, message):
     result = cli("jaxprune.experiments.pipeline", *_pipeline_args(tmp_path, tiny_dir), bad)
     assert result.returncode != 0 and message in result.stderr
@@ -121,11 +123,22 @@ def test_whole_pipeline_on_a_tiny_model_then_a_rerun_skips_every_finished_stage(
         assert summary["questions"] == 3
     assert os.listdir(work / "students" / "greedy-k0.7-s0" / "tensorboard")  # event files written
 
+    times = [json.loads(line) for line in (work / "stage_times.jsonl").read_text().splitlines()]
+    assert [t["id"] for t in times] == ["generate:chains.flags", "prune:greedy", "prune:uniform", "evaluate:base",
+                                        "distill:unpruned-s0", "evaluate:unpruned-s0", "distill:greedy-k0.7-s0",
+                                        "evaluate:greedy-k0.7-s0", "distill:uniform-k0.7-s0",
+                                        "evaluate:uniform-k0.7-s0", "compare"]
+    assert all(t["seconds"] > 0 for t in times)
+
     stamps = {p: p.stat().st_mtime_ns for p in (work / "eval").glob("*.summary.json")}
     rerun = cli("jaxprune.experiments.pipeline", *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stderr.count("done already") == 1 + 3 * 2 + 1  # generate; distill, evaluate per student; base
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    report = (work / "report" / "stage_times.md").read_text().splitlines()
+    runs = {line.split(" | ")[0][2:]: int(line.split(" | ")[1]) for line in report[2:]}
+    assert runs == {"generate": 1, "prune": 4, "evaluate": 4, "distill": 3, "compare": 2, "all": 14}  # prune, compare
+    # run again on the rerun (the prune CLI resumes itself); the finished students are not rerun
 
 
 @pytest.mark.parametrize("flagfile", sorted(str(p) for p in pathlib.Path("experiments").glob("*/pipeline.flags")))

@@ -18,6 +18,8 @@ _SUMMARIES = flags.DEFINE_list("summaries", None, "Evaluation summary files or g
                                "(the evaluate CLI's <output>.summary.json).", required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the table, rows and plot go.", required=True)
 _BASE_NAME = flags.DEFINE_string("base_name", "base model", "Row name of models evaluated without distillation.")
+_REFERENCE = flags.DEFINE_string("reference", "greedy", "The method every other row is paired with (greedy, or the "
+                                 "approximate mode that stood in for it).")
 
 
 def main(argv):
@@ -40,7 +42,7 @@ def main(argv):
                 raise app.UsageError(f"{path}: field '{field}' is missing; is it an evaluation summary? (summaries "
                                      "written before per-question outcomes were recorded: evaluate again)")
     try:
-        rows = comparison_rows(summaries, _BASE_NAME.value)
+        rows = comparison_rows(summaries, _BASE_NAME.value, _REFERENCE.value)
     except ValueError as error:
         raise app.UsageError(f"--summaries: {error}") from None
     table = markdown_table(rows)

@@ -11,6 +11,7 @@ Each stage is the stage's own CLI run with a flagfile (`--*_flags`) plus the pat
     students/<name>/               a student per seed: unpruned, and per method and keep ratio (distill CLI)
     eval/<name>.jsonl              its evaluation (evaluate CLI; accuracy in eval/<name>.summary.json)
     report/comparison.*            the table and plot across methods and keep ratios (compare CLI)
+    stage_times.jsonl              each stage run's wall time; report/stage_times.md sums them per kind of stage
 
 Students are trained and evaluated seed by seed, so a partial run already compares every method. A stage whose
 result exists is skipped, and the pruning and distillation CLIs resume themselves, so rerunning after a kill
@@ -24,10 +25,12 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 
 from absl import app, flags, logging
 
 from jaxprune import distributed
+from jaxprune.data.records import JsonlAppender, read_jsonl, write_text_atomic
 from jaxprune.pruning.methods import METHODS
 
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
@@ -39,12 +42,14 @@ _DISTILL_FLAGS = flags.DEFINE_string("distill_flags", None, "Distill-CLI flagfil
                                      required=True)
 _EVALUATE_FLAGS = flags.DEFINE_string("evaluate_flags", None, "Evaluate-CLI flagfile (held-out questions, prompt).",
                                       required=True)
-_METHODS = flags.DEFINE_list("methods", ["greedy", "uniform", "surprisal", "h2o"], "Pruning methods compared.")
+_METHODS = flags.DEFINE_list("methods", ["greedy", "uniform", "surprisal", "h2o"], "Pruning methods compared; the "
+                             "first is the reference the others are paired with (greedy, or approx standing in).")
 _KEEP_RATIOS = flags.DEFINE_list("keep_ratios", ["0.9", "0.8", "0.7"], "Training keep ratios, each in (0, 1).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Distillation seeds (data order, LoRA initialisation).")
 _BASE_MODEL = flags.DEFINE_string("base_model", None, "Also evaluate this model untrained (the student before "
                                   "distillation), as the table's reference row.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+STAGE_TIMES = "stage_times.jsonl"
 
 
 def _cli(module: str, *args: str) -> list[str]:
@@ -53,7 +58,7 @@ def _cli(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"jaxprune.experiments.{module}", *args, *joined]
 
 
-def _run(command: list[str], done: bool) -> None:
+def _run(stage: str, command: list[str], done: bool) -> None:
     text = shlex.join(["python", *command[1:]])
     if _DRY_RUN.value:
         print(("# done: " if done else "") + text)
@@ -61,7 +66,30 @@ def _run(command: list[str], done: bool) -> None:
         logging.info("done already: %s", text)
     else:
         logging.info("running: %s", text)
+        started = time.perf_counter()
         subprocess.run(command, check=True)
+        _record_time(stage, time.perf_counter() - started)
+
+
+def _record_time(stage: str, seconds: float) -> None:
+    """Appends a finished stage's wall time to <work_dir>/stage_times.jsonl (process 0 only: a shared output)."""
+    if distributed.process_id() != 0:
+        return
+    with JsonlAppender(os.path.join(_WORK_DIR.value, STAGE_TIMES)) as times:
+        times.append({"id": stage, "stage": stage.split(":")[0], "seconds": round(seconds, 1)})
+
+
+def stage_time_table(path: str) -> str:
+    """Wall time per kind of stage (generate, prune, distill, evaluate, compare) over every run recorded in `path`,
+    as a markdown table; a stage run again after a kill counts each time it ran."""
+    totals: dict[str, list[float]] = {}
+    for _, record in read_jsonl(path):
+        totals.setdefault(record["stage"], []).append(record["seconds"])
+    lines = ["| stage | runs | minutes |", "| --- | ---: | ---: |"]
+    lines += [f"| {stage} | {len(times)} | {sum(times) / 60:.1f} |" for stage, times in totals.items()]
+    everything = [t for times in totals.values() for t in times]
+    lines.append(f"| all | {len(everything)} | {sum(everything) / 60:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _join(paths: list[str], output: str) -> None:
@@ -82,14 +110,16 @@ def _student(name: str, distill_args: list[str]) -> None:
     """Distills one student, then evaluates it."""
     work = _WORK_DIR.value
     output_dir = os.path.join(work, "students", name)
-    _run(_cli("distill", f"--flagfile={_DISTILL_FLAGS.value}", *distill_args, f"--output_dir={output_dir}"),
+    _run(f"distill:{name}", _cli("distill", f"--flagfile={_DISTILL_FLAGS.value}", *distill_args,
+                                 f"--output_dir={output_dir}"),
          done=os.path.exists(os.path.join(output_dir, "student", "distillation.json")))
     _evaluate(name, os.path.join(output_dir, "student"))
 
 
 def _evaluate(name: str, model: str) -> None:
     output = os.path.join(_WORK_DIR.value, "eval", f"{name}.jsonl")
-    _run(_cli("evaluate", f"--flagfile={_EVALUATE_FLAGS.value}", f"--model={model}", f"--output={output}"),
+    _run(f"evaluate:{name}", _cli("evaluate", f"--flagfile={_EVALUATE_FLAGS.value}", f"--model={model}",
+                                  f"--output={output}"),
          done=os.path.exists(os.path.join(_WORK_DIR.value, "eval", f"{name}.summary.json")))
 
 
@@ -120,15 +150,17 @@ def main(argv):
     chain_files = []
     for flagfile in _CHAIN_FLAGS.value:
         output = os.path.join(work, "chains", os.path.splitext(os.path.basename(flagfile))[0] + ".jsonl")
-        _run(_cli("generate", f"--flagfile={flagfile}", f"--output={output}"),
+        _run(f"generate:{os.path.basename(flagfile)}",
+             _cli("generate", f"--flagfile={flagfile}", f"--output={output}"),
              done=os.path.exists(os.path.splitext(output)[0] + ".summary.json"))
         chain_files.append(output)
     train_chains = os.path.join(work, "chains", "train.jsonl")
     _join(chain_files, train_chains)
 
     for method in _METHODS.value:
-        _run(_cli("prune", f"--flagfile={_PRUNE_FLAGS.value}", f"--method={method}", f"--keep_ratio={keep_ratios[-1]}",
-                  f"--input={train_chains}", f"--output={os.path.join(work, 'pruned', method + '.jsonl')}"),
+        _run(f"prune:{method}", _cli("prune", f"--flagfile={_PRUNE_FLAGS.value}", f"--method={method}",
+                                     f"--keep_ratio={keep_ratios[-1]}", f"--input={train_chains}",
+                                     f"--output={os.path.join(work, 'pruned', method + '.jsonl')}"),
              done=False)  # the prune CLI resumes: a finished file costs one model load
 
     if _BASE_MODEL.value:
@@ -142,8 +174,13 @@ def main(argv):
                 _student(f"{method}-k{ratio:g}-s{seed}", [f"--chains={os.path.join(work, 'pruned', method + '.jsonl')}",
                                                           f"--keep_ratio={ratio}", f"--seed={seed}"])
 
-    _run(_cli("compare", f"--summaries={os.path.join(work, 'eval', '*.summary.json')}",
-              f"--output_dir={os.path.join(work, 'report')}"), done=False)
+    _run("compare", _cli("compare", f"--summaries={os.path.join(work, 'eval', '*.summary.json')}",
+                         f"--reference={_METHODS.value[0]}", f"--output_dir={os.path.join(work, 'report')}"),
+         done=False)
+    if not _DRY_RUN.value and distributed.process_id() == 0:
+        table = stage_time_table(os.path.join(work, STAGE_TIMES))
+        write_text_atomic(os.path.join(work, "report", "stage_times.md"), table)
+        logging.info("wall time per stage:\n%s", table)
 
 
 if __name__ == "__main__":
