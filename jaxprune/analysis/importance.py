@@ -54,7 +54,7 @@ class AttentionReceived:
 
 def attention_received(model: Llama, split: TokenSplit) -> AttentionReceived:
     """One forward pass over `prompt + reasoning + answer` with attention probabilities returned."""
-    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)[None]
+    tokens = split.chain()[None]
     keep = np.ones(tokens.shape, bool)
     output = model(jnp.asarray(tokens), positions_from_keep(keep), causal_mask(keep), return_attention=True)
     probs = np.stack([np.asarray(layer[0]) for layer in output.attentions])  # [layers, heads, query, key]
@@ -78,7 +78,7 @@ def rescored(scorer: Scorer, split: TokenSplit, deleted: Sequence[int], objectiv
     reasoning = np.asarray(split.reasoning, np.int64)
     gone = set(int(i) for i in deleted)
     remaining = np.asarray([i for i in range(len(reasoning)) if i not in gone], np.int64)
-    tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
+    tokens = split.chain(reasoning[remaining])
     scores = scorer.score_step(tokens, len(split.prompt), len(remaining), scorer.base_pass(tokens))
     out = np.full(len(reasoning), np.nan)
     out[remaining[scores.candidates - len(split.prompt)]] = scores.objective(objective)

@@ -9,6 +9,9 @@ token ids are concatenated, never re-tokenized.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
+
+import numpy as np
 
 GSM8K_SYSTEM_PROMPT = (
     "Solve the math problem step by step. After your reasoning, give the final answer on the last line as a JSON "
@@ -36,6 +39,11 @@ class TokenSplit:
     prompt: tuple[int, ...]
     reasoning: tuple[int, ...]
     answer: tuple[int, ...]
+
+    def chain(self, reasoning: Sequence[int] | None = None) -> np.ndarray:
+        """The whole chain's token ids (int32), with `reasoning` in place of the split's own if given."""
+        middle = self.reasoning if reasoning is None else reasoning
+        return np.concatenate([self.prompt, middle, self.answer]).astype(np.int32)
 
 
 def chat_messages(question: str, system: str | None, assistant: str | None = None) -> list[dict[str, str]]:

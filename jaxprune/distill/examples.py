@@ -51,7 +51,7 @@ def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) 
     """The chat `system + question -> reasoning + answer` in the student's template, loss on the assistant turn."""
     split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"))
     target = len(split.reasoning) + len(split.answer)
-    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    tokens = split.chain()
     return Example(tokens, np.concatenate([np.zeros(len(split.prompt), bool), np.ones(target, bool)]))
 
 

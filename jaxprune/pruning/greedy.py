@@ -104,7 +104,7 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
     prompt_length = len(split.prompt)
     base, unchanged = None, 0
     while True:
-        tokens = np.concatenate([split.prompt, reasoning[remaining], split.answer]).astype(np.int32)
+        tokens = split.chain(reasoning[remaining])
         if incremental_base and base is not None:
             base = scorer.base_pass_after(base, tokens, unchanged)
         else:

@@ -24,7 +24,7 @@ from jaxprune.pruning.scoring import Scorer
 
 def attention_received(scorer: Scorer, split: TokenSplit) -> np.ndarray:
     """Each reasoning token's accumulated attention from the later queries, summed over heads and layers."""
-    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    tokens = split.chain()
     start = len(split.prompt)
     received = scorer.base_pass(tokens, with_attention=True).attention_received
     return np.asarray(received[start: start + len(split.reasoning)], np.float64)

@@ -21,7 +21,7 @@ def static_trace(scorer: Scorer, split: TokenSplit, order: list[int]) -> PruneTr
     kept = tuple(t for i, t in enumerate(split.reasoning) if i not in deleted)
     values = []
     for reasoning in (split.reasoning, kept):
-        tokens = np.asarray(split.prompt + reasoning + split.answer, np.int32)
+        tokens = split.chain(reasoning)
         values.append(chain_log_likelihoods(scorer.base_pass(tokens), len(tokens), len(split.prompt),
                                             len(reasoning)))
     steps = {key: [None] * (len(order) - 1) + [values[1][key]] if order else [] for key in values[1]}

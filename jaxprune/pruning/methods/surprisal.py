@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from jaxprune.data.prompts import TokenSplit
 from jaxprune.pruning.methods.base import register
 from jaxprune.pruning.methods.static import StaticOrderMethod, ascending
@@ -14,7 +12,7 @@ from jaxprune.pruning.scoring import Scorer
 
 
 def surprisal_order(scorer: Scorer, split: TokenSplit) -> list[int]:
-    tokens = np.asarray(split.prompt + split.reasoning + split.answer, np.int32)
+    tokens = split.chain()
     start = len(split.prompt)
     log_probs = scorer.base_pass(tokens).token_log_probs(len(tokens))[start: start + len(split.reasoning)]
     return ascending(-log_probs)
