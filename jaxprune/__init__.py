@@ -1,4 +1,11 @@
-"""jaxprune: greedy pruning of LLM reasoning tokens in JAX."""
+"""jaxprune: greedy pruning of LLM reasoning tokens in JAX.
+
+    import jaxprune
+    pruner = jaxprune.Pruner("packaged:SmolLM2-135M-Instruct")
+    record = pruner.prune(question=..., reasoning=..., answer=..., keep_ratio=0.7)
+
+`Pruner` (`jaxprune/api.py`) is imported on first use, so `import jaxprune` stays light (no JAX).
+"""
 
 import glob as _glob
 import importlib.util as _importlib_util
@@ -20,3 +27,14 @@ def _keep_libtpu_quiet() -> None:
 
 
 _keep_libtpu_quiet()
+
+
+__all__ = ["Pruner", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Pruner":
+        from jaxprune.api import Pruner
+
+        return Pruner
+    raise AttributeError(f"module 'jaxprune' has no attribute {name!r}")

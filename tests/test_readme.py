@@ -24,3 +24,14 @@ def test_main_command_runs_an_existing_experiment_with_existing_flagfile():
     assert importlib.util.find_spec(module) is not None
     for flagfile in re.findall(r"--flagfile=(\S+)", main_command):
         assert (ROOT / flagfile).is_file()
+
+
+def test_the_first_python_example_runs_and_prunes_as_it_says():
+    import subprocess
+    import sys
+
+    example = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), re.S)[0]
+    assert "jaxprune.Pruner(" in example
+    result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'method': 'greedy'" in result.stdout and "'exact': True" in result.stdout

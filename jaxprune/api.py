@@ -1,0 +1,92 @@
+"""Pruning from Python: `jaxprune.Pruner`, the prune CLI's work without files.
+
+    import jaxprune
+    pruner = jaxprune.Pruner("packaged:SmolLM2-135M-Instruct")
+    record = pruner.prune(question="...", reasoning="...", answer="#### 8", keep_ratio=0.7)
+    record["pruned_reasoning"], record["deletion_order"]
+
+A record is exactly what the prune CLI writes for the chain (README: token spans, `deletion_order`, step
+log-likelihoods, `pruning_mode`, `token_forwards`, `pruned_reasoning`, ...). `prune_many` takes chain dicts (`id`,
+`question`, `reasoning`, `answer`, optional `system`) or a `datasets.Dataset` with those columns, checks every one
+before any pruning, lets the method see them all (LLMLingua-2's dataset-level rate), and returns the records in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from absl import logging
+from tqdm import tqdm
+
+from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
+from jaxprune.data.records import RecordError, check_fields
+from jaxprune.pruning.chain_pruner import DTYPES, ChainPruner, SkippedChain
+from jaxprune.pruning.greedy import PruneConfig
+from jaxprune.pruning.methods import PruningMethod, make_method
+
+
+class Pruner:
+    """A pruner model with one method. `model` is any `--model` spec (packaged:NAME, a GGUF file, a Hugging Face
+    directory or hub id); `method` a registered name with its settings as keyword arguments (`Pruner(m, "approx",
+    top_k=16)`) or a `PruningMethod`; `mesh` a mesh shape such as "fsdp=-1" (weights split over this host's devices,
+    candidate rows over data and fsdp), a `jax.sharding.Mesh`, or None for one device."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, method: PruningMethod | str = "greedy", *, dtype: str = "float32",
+                 mesh: Any = "data=-1", token_budget: int = 4096,
+                 system_prompt: str | None = GSM8K_SYSTEM_PROMPT, **method_settings):
+        import jax
+        import jax.numpy as jnp
+
+        from jaxprune import sharding
+        from jaxprune.checkpoints import load_model
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if isinstance(method, str):
+            method = make_method(method, **method_settings)
+        elif method_settings:
+            raise ValueError(f"settings {sorted(method_settings)} go with a method name, not a method object")
+        if isinstance(mesh, str):
+            mesh = sharding.make_mesh(sharding.parse_mesh_shape(mesh), devices=jax.local_devices())
+        loaded, tokenizer = load_model(model, dtype=jnp.dtype(dtype), mesh=mesh)
+        if tokenizer is None:
+            raise ValueError(f"{model}: no tokenizer files next to the model")
+        self.tokenizer = tokenizer
+        self._chains = ChainPruner(loaded, tokenizer, method, model_name=model, system_prompt=system_prompt,
+                                   token_budget=token_budget, mesh=mesh if mesh is not None and mesh.size > 1 else None)
+
+    @property
+    def method(self) -> PruningMethod:
+        return self._chains.method
+
+    def prune(self, question: str, reasoning: str, answer: str, *, keep_ratio: float = 0.7, objective: str = "joint",
+              system: str | None = None, id: str | int = "chain") -> dict[str, Any]:  # noqa: A002 (the record field)
+        """The pruned record of one chain (`system` overrides the pruner's system prompt)."""
+        record = {"id": id, "question": question, "reasoning": reasoning, "answer": answer}
+        if system is not None:
+            record["system"] = system
+        return self.prune_many([record], keep_ratio=keep_ratio, objective=objective, progress=False)[0]
+
+    def prune_many(self, chains: Iterable[dict[str, Any]], *, keep_ratio: float = 0.7, objective: str = "joint",
+                   progress: bool = True) -> list[dict[str, Any]]:
+        """The pruned records of `chains` (dicts or a `datasets.Dataset`), in order. A chain that cannot be pruned
+        (empty reasoning, no answer, longer than the model's context) is an error naming its position and id,
+        raised before any pruning."""
+        config = PruneConfig(keep_ratio=keep_ratio, objective=objective)
+        records = [dict(chain) for chain in chains]
+        splits = []
+        for index, record in enumerate(records):
+            where = f"chains[{index}]"
+            check_fields(record, where)
+            try:
+                splits.append(self._chains.split(record))
+            except SkippedChain as reason:
+                raise RecordError(f"{where} (id {record['id']!r}): {reason}") from None
+        self._chains.prepare(list(zip(records, splits)), config)
+        pruned = []
+        for index, (record, split) in enumerate(tqdm(list(zip(records, splits)), desc=f"pruning ({self.method.name})",
+                                                     unit="chain", disable=not progress)):
+            pruned.append(self._chains.prune(record, split, config, where=f"chains[{index}]"))
+        logging.info("pruned %d chains with %s", len(pruned), self.method.name)
+        return pruned
