@@ -2,8 +2,8 @@
 
     python benchmarks/approx_agreement.py [--mode=lazy:top_k=8,window=2 ... --timed_chains=2 --cache=/tmp/approx_agreement.jsonl]
 
-Each mode prunes every chain of `benchmarks/data/exact_references.jsonl` (`benchmarks/exact_references.py`: 10
-chains of 84-118 SmolLM2 reasoning tokens, exact greedy to keep 0.5; `--max_chains` takes the first N) to keep 0.5,
+Each mode prunes every chain of `benchmarks/data/exact_references.jsonl` (`benchmarks/exact_references.py`: 12
+chains of 84-131 SmolLM2 reasoning tokens, exact greedy to keep 0.5; `--max_chains` takes the first N) to keep 0.5,
 with SmolLM2-135M-Instruct in float32. Per mode: token-forwards (padding included) against exact's, summed over the chains; wall-time against
 exact greedy rerun side by side in this run on the `--timed_chains` shortest chains (warm: each mode runs once on
 them first to compile); the mean kept-set overlap with exact's kept set at keep 0.9 / 0.8 / 0.7 / 0.5 (and the

@@ -1,11 +1,11 @@
 """Exact greedy references for the approximate modes: computed once, committed, compared against without rerunning.
 
-    python benchmarks/exact_references.py [--output=benchmarks/data/exact_references.jsonl --max_chains=10]
+    python benchmarks/exact_references.py [--output=benchmarks/data/exact_references.jsonl --max_chains=12]
 
 Exact greedy to keep ratio 0.5 costs about 7N^3/48 token-forwards for N reasoning tokens (minutes per chain here at
 N = 100, most of an hour at N = 250), so `benchmarks/approx_agreement.py` reads these orders instead of recomputing
-them. The set holds 14 chains of 84-248 SmolLM2 reasoning tokens, shortest first (the committed file: the first 10,
-84-118 tokens, 2.3M token-forwards; `--max_chains=12` adds two of 124 and 131 tokens for about 0.7M more), from:
+them. The set holds 14 chains of 84-248 SmolLM2 reasoning tokens, shortest first (the committed file: the first 12,
+84-131 tokens, 3.1M token-forwards; `--max_chains=14` adds the two longest), from:
 
 * GSM8K reference solutions (`../shared/data/gsm8k/test.jsonl`, calculator annotations removed);
 * CHAMP reference solutions (the `champ-dataset` package: competition math, one step per line);
@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/data/exact_references.jsonl", "Where the references go.")
 _GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K test file.")
-_MAX_CHAINS = flags.DEFINE_integer("max_chains", 10, "Compute the first N chains of the set (shortest first).")
+_MAX_CHAINS = flags.DEFINE_integer("max_chains", 12, "Compute the first N chains of the set (shortest first).")
 _KEEP_RATIO = 0.5
 # (source, how many, reasoning-token band): the set is fixed, so a longer run extends a shorter one.
 BANDS = (("gsm8k", 4, (80, 110)), ("champ", 4, (85, 135)), ("generated", 4, (90, 130)),
