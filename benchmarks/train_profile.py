@@ -25,9 +25,9 @@ def _undone(three_d_projections: bool, fused_attention: bool):
     """The library with the chosen changes undone (module attributes swapped back on exit)."""
     import jax
 
-    from jaxprune.models import llama
+    from jaxprune.models import layers
 
-    saved = llama.Linear.__call__, llama.folded_attention
+    saved = layers.Linear.__call__, layers.folded_attention
 
     def three_d(self, x):
         y = x @ self.kernel[...]
@@ -37,13 +37,13 @@ def _undone(three_d_projections: bool, fused_attention: bool):
         return jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[:, None])
 
     if three_d_projections:
-        llama.Linear.__call__ = three_d
+        layers.Linear.__call__ = three_d
     if fused_attention:
-        llama.folded_attention = fused
+        layers.folded_attention = fused
     try:
         yield
     finally:
-        llama.Linear.__call__, llama.folded_attention = saved
+        layers.Linear.__call__, layers.folded_attention = saved
 
 
 def _seconds(function, *args) -> float:

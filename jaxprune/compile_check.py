@@ -33,7 +33,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxprune import cost_model, sharding
 from jaxprune.models.config import ModelConfig
 from jaxprune.models import llama
-from jaxprune.models.llama import LayerCache, abstract_model
+from jaxprune.models.layers import LayerCache
+from jaxprune.models.llama import abstract_model
 
 HEADROOM = 0.95  # share of HBM a program may use: the runtime keeps some for itself
 _CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}

@@ -84,6 +84,7 @@ class RowState(NamedTuple):
     t: jax.Array          # [] int32
     cache: KVCache
     key_valid: jax.Array  # [batch, slots] bool
+    key_position: jax.Array  # [batch, slots] int32, each slot's position (sliding-window layers read it)
     last: jax.Array       # [batch] int32
     position: jax.Array   # [batch] int32
     steps: jax.Array      # [batch] int32
@@ -110,12 +111,15 @@ def _prefill_rows(graphdef, params, state: RowState, rows, tokens, valid, keys, 
     mask = (jnp.arange(slots)[None, None, :] <= jnp.arange(prompt_length)[None, :, None]) & key_valid[:, None, :]
     positions = positions_from_keep(valid)
     cache = init_cache(model.config, count, slots, state.cache[0].k.dtype)
-    hidden, cache, _ = model.hidden_states(tokens, positions, mask, cache=cache, cache_index=0)
+    key_position = jnp.zeros((count, slots), jnp.int32).at[:, :prompt_length].set(positions)
+    hidden, cache, _ = model.hidden_states(tokens, positions, mask, cache=cache, cache_index=0,
+                                           key_positions=key_position)
     first = _pick(model.logits(hidden[:, -1]), keys, jnp.zeros(count, jnp.int32), sampling)
     steps = jnp.ones(count, jnp.int32)
     out = jnp.zeros((count, ring), jnp.int32).at[:, state.t % ring].set(first)
     put = lambda old, new: old.at[rows].set(new, mode="drop")  # noqa: E731
     return RowState(state.t, jax.tree.map(put, state.cache, cache), put(state.key_valid, key_valid),
+                    put(state.key_position, key_position),
                     put(state.last, first), put(state.position, positions[:, -1] + 1), put(state.steps, steps),
                     put(state.done, _finished(first, steps, sampling)), put(state.out, out),
                     put(state.start, jnp.full(count, state.t)), put(state.keys, keys))
@@ -136,14 +140,16 @@ def _decode(graphdef, params, state: RowState, finish_count, *, sampling: Sampli
     def step(state: RowState):
         slot = prompt_length + state.t % ring  # where every row's last token's keys and values go
         key_valid = state.key_valid.at[:, slot].set(True)
+        key_position = state.key_position.at[:, slot].set(state.position)
         hidden, cache, _ = model.hidden_states(state.last[:, None], state.position[:, None], key_valid[:, None, :],
-                                               cache=state.cache, cache_index=slot)
+                                               cache=state.cache, cache_index=slot, key_positions=key_position)
         token = _pick(model.logits(hidden[:, 0]), state.keys, state.steps, sampling)
         live = ~state.done
         column = (state.t + 1) % ring
         out = state.out.at[:, column].set(jnp.where(live, token, state.out[:, column]))
         steps = state.steps + live
-        return RowState(state.t + 1, cache, key_valid, jnp.where(live, token, state.last), state.position + live,
+        return RowState(state.t + 1, cache, key_valid, key_position, jnp.where(live, token, state.last),
+                        state.position + live,
                         steps, state.done | _finished(token, steps, sampling), out, state.start, state.keys)
 
     return jax.lax.while_loop(keep_going, step, state)
@@ -154,6 +160,7 @@ def empty_rows(config, batch_size: int, prompt_length: int, max_new_tokens: int,
     zeros = lambda: jnp.zeros(batch_size, jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
     slots = prompt_length + max_new_tokens
     return RowState(jnp.int32(0), init_cache(config, batch_size, slots, dtype), jnp.zeros((batch_size, slots), bool),
+                    jnp.zeros((batch_size, slots), jnp.int32),
                     zeros(), zeros(), zeros(), jnp.ones(batch_size, bool),
                     jnp.zeros((batch_size, max_new_tokens), jnp.int32), zeros(), keys)
 

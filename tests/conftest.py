@@ -18,22 +18,33 @@ ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # CLI ru
 
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
+# Every Gemma 3 feature in three layers: local / global layers with their own rotary bases (the global one scaled),
+# a window shorter than the test sequences, query_pre_attn_scalar unlike head_dim, final-logit soft-capping.
+GEMMA3 = dict(num_hidden_layers=3, head_dim=16, query_pre_attn_scalar=24, sliding_window=8,
+              layer_types=["sliding_attention", "full_attention", "sliding_attention"], final_logit_softcapping=3.0,
+              rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                               "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 
 
 def tiny_torch_model(kind: str, seed: int = 0, **overrides):
-    """A tiny random `transformers` model of the given family ('llama', 'llama3', 'qwen2', 'mistral')."""
+    """A tiny random `transformers` model of the given family ('llama', 'llama3', 'qwen2', 'qwen3', 'mistral',
+    'gemma3')."""
     import torch
     import transformers
 
     config_classes = {"llama": transformers.LlamaConfig, "llama3": transformers.LlamaConfig,
-                      "qwen2": transformers.Qwen2Config, "mistral": transformers.MistralConfig}
+                      "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+                      "mistral": transformers.MistralConfig, "gemma3": transformers.Gemma3TextConfig}
     model_classes = {"llama": transformers.LlamaForCausalLM, "llama3": transformers.LlamaForCausalLM,
-                     "qwen2": transformers.Qwen2ForCausalLM, "mistral": transformers.MistralForCausalLM}
+                     "qwen2": transformers.Qwen2ForCausalLM, "qwen3": transformers.Qwen3ForCausalLM,
+                     "mistral": transformers.MistralForCausalLM, "gemma3": transformers.Gemma3ForCausalLM}
     fields = dict(TINY)
     if kind == "llama3":
         fields["rope_parameters"] = dict(LLAMA3_ROPE)
+    if kind == "gemma3":
+        fields.update(GEMMA3)
     fields.update(overrides)
     torch.manual_seed(seed)
     model = model_classes[kind](config_classes[kind](**fields)).eval()

@@ -123,3 +123,19 @@ def test_rows_refilled_mid_batch_give_the_same_completions(model):
                                                               for p in prompts]
     sampled = dataclasses.replace(greedy, temperature=1.0)
     assert generate(model, prompts, sampled, seed=4, batch_size=2) == generate(model, prompts, sampled, seed=4)
+
+
+# A Gemma 3-style model: a sliding layer with a 4-token window (shorter than every cache here), its own rotary base,
+# q/k norms, sandwich norms with (1 + weight) scaling, scaled embeddings, tanh-GELU.
+WINDOWED = dataclasses.replace(CONFIG, layer_types=("sliding_attention", "full_attention"), sliding_window=4,
+                               local_rope_theta=100.0, qk_norm=True, sandwich_norms=True, norm_offset=True,
+                               scale_embeddings=True, hidden_act="gelu_pytorch_tanh")
+
+
+def test_sliding_window_decoding_equals_naive_loop_over_the_window():
+    model = Llama(WINDOWED, rngs=nnx.Rngs(1))
+    outputs = generate(model, PROMPTS, SamplingConfig(max_new_tokens=12))
+    assert outputs == [naive_greedy(model, prompt, 12) for prompt in PROMPTS]
+    # The window changes what this model writes, so the equality above checks that decoding applies it.
+    unwindowed = Llama(dataclasses.replace(WINDOWED, sliding_window=64), rngs=nnx.Rngs(1))
+    assert generate(unwindowed, PROMPTS, SamplingConfig(max_new_tokens=12)) != outputs

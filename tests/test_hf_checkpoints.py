@@ -17,6 +17,11 @@ FAMILIES = {
     "qwen2-bias-tied": ("qwen2", {"tie_word_embeddings": True}),
     "qwen2-bias-untied": ("qwen2", {"tie_word_embeddings": False}),
     "mistral-gqa": ("mistral", {"head_dim": 24}),
+    "mistral-window-shorter-than-sequence": ("mistral", {"sliding_window": 8}),
+    "qwen3-qk-norm": ("qwen3", {"head_dim": 24}),
+    "qwen3-tied-windowed-upper-layer": ("qwen3", {"tie_word_embeddings": True, "use_sliding_window": True,
+                                                  "sliding_window": 8, "max_window_layers": 1}),
+    "gemma3": ("gemma3", {}),
 }
 
 
@@ -144,3 +149,15 @@ def test_unsupported_rope_type_is_refused(saved_llama):
     _edit_config(saved_llama, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0})
     with pytest.raises(ConfigError, match=r"'rope_parameters.rope_type'='yarn' is not supported"):
         load_hf_model(str(saved_llama))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_masking_tokens_equals_removing_them_in_every_family(name, tmp_path):
+    kind, overrides = FAMILIES[name]
+    tiny_torch_model(kind, **overrides).save_pretrained(tmp_path)
+    model = load_hf_model(str(tmp_path))
+    ids = token_batch(shape=(1, 30))
+    keep = np.ones(ids.shape, bool)
+    keep[0, [2, 9, 10, 21]] = False  # with an 8-token window, the window's start moves with the deletions
+    masked = model(jnp.asarray(ids), positions_from_keep(jnp.asarray(keep)), causal_mask(jnp.asarray(keep))).logits
+    np.testing.assert_allclose(np.asarray(masked)[keep], our_logits(model, ids[:, keep[0]])[0], atol=1e-5, rtol=0)

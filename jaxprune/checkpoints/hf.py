@@ -17,7 +17,8 @@ from safetensors.numpy import save_file
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.checkpoints.build import CheckpointError, ParamPath, build_model, host_tensors
-from jaxprune.models.config import ModelConfig, load_hf_config
+from jaxprune.models.config import ModelConfig
+from jaxprune.models.hf_config import load_hf_config, to_hf_dict
 from jaxprune.models.llama import Llama
 
 SINGLE_FILE = "model.safetensors"
@@ -129,6 +130,6 @@ def save_hf_model(model: Llama, directory: str, tokenizer=None, *, dtype=None,
         _write_json(os.path.join(directory, INDEX_FILE), {"metadata": {"total_size": total}, "weight_map": weight_map})
     config: ModelConfig = model.config
     stored_dtype = next(iter(tensors.values())).dtype
-    _write_json(os.path.join(directory, "config.json"), {**config.to_hf_dict(), "dtype": str(stored_dtype)})
+    _write_json(os.path.join(directory, "config.json"), {**to_hf_dict(config), "dtype": str(stored_dtype)})
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

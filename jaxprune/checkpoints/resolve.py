@@ -16,9 +16,12 @@ from jax.sharding import Mesh
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.checkpoints.build import CheckpointError
-from jaxprune.checkpoints.gguf import GGUFFile, gguf_config, load_gguf_model, load_gguf_tokenizer
+from jaxprune.checkpoints.gguf import gguf_config, load_gguf_model
+from jaxprune.checkpoints.gguf_file import GGUFFile
+from jaxprune.checkpoints.gguf_tokenizer import load_gguf_tokenizer
 from jaxprune.checkpoints.hf import load_hf_model
-from jaxprune.models.config import ModelConfig, load_hf_config, published_config_path
+from jaxprune.models.config import ModelConfig
+from jaxprune.models.hf_config import load_hf_config, published_config_path
 from jaxprune.models.llama import Llama
 
 DEFAULT_MODEL = "packaged:SmolLM2-135M-Instruct"

@@ -160,7 +160,7 @@ def _base_pass(graphdef, params, tokens, length, *, vocab_chunk, with_attention)
     valid = index < length
     mask = (index[:, None] >= index[None, :])[None] & valid[None, None, :]
     cache = init_cache(model.config, 1, slots, model.embed_tokens[...].dtype)
-    hidden, cache, attentions = model.hidden_states(tokens, index[None], mask, cache=cache,
+    hidden, cache, attentions = model.hidden_states(tokens, index[None], mask, cache=cache, key_positions=index[None],
                                                     return_attention=with_attention)
     targets = jnp.stack([jnp.roll(tokens[0], -1), jnp.roll(tokens[0], -2)], axis=-1)
     log_probs = model.token_log_probs(hidden[0], targets, vocab_chunk)
@@ -181,7 +181,8 @@ def _base_pass_from(graphdef, params, cache, tokens, start, length, *, vocab_chu
     query = start + jnp.arange(width)
     key = jnp.arange(slots)
     mask = ((key[None, :] <= query[:, None]) & (key[None, :] < length))[None]
-    hidden, cache, _ = model.hidden_states(window[None], query[None], mask, cache=cache, cache_index=start)
+    hidden, cache, _ = model.hidden_states(window[None], query[None], mask, cache=cache, cache_index=start,
+                                           key_positions=key[None])
     log_probs = model.token_log_probs(hidden[0], jnp.stack([following, skipped], axis=-1), vocab_chunk)
     return cache, log_probs[:, 0], log_probs[:, 1]
 
@@ -195,7 +196,9 @@ def _suffix_pass(graphdef, params, prefix, tokens, positions, visible_prefix, se
     sees_own = ((segment[:, :, None] == segment[:, None, :]) & (column[:, None] >= column[None, :])[None]
                 & (segment[:, None, :] >= 0))
     mask = jnp.concatenate([sees_prefix, sees_own], axis=-1)
-    hidden, _, _ = model.hidden_states(tokens, positions, mask, prefix=prefix)
+    # Slot s of the shared prefix holds the chain's position s; a row's own tokens carry theirs.
+    key_positions = jnp.concatenate([jnp.broadcast_to(jnp.arange(slots), (tokens.shape[0], slots)), positions], 1)
+    hidden, _, _ = model.hidden_states(tokens, positions, mask, prefix=prefix, key_positions=key_positions)
     return model.token_log_probs(hidden, targets[..., None], vocab_chunk)[..., 0]
 
 
