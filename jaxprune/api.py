@@ -30,7 +30,8 @@ class Pruner:
     """A pruner model with one method. `model` is any `--model` spec (packaged:NAME, a GGUF file, a Hugging Face
     directory or hub id); `method` a registered name with its settings as keyword arguments (`Pruner(m, "approx",
     top_k=16)`) or a `PruningMethod`; `mesh` a mesh shape such as "fsdp=-1" (weights split over this host's devices,
-    candidate rows over data and fsdp), a `jax.sharding.Mesh`, or None for one device."""
+    candidate rows over data and fsdp), a `jax.sharding.Mesh`, or None for one device. The attributes
+    `model` and `tokenizer` hold what was loaded, the model's weights placed on the mesh."""
 
     def __init__(self, model: str = DEFAULT_MODEL, method: PruningMethod | str = "greedy", *, dtype: str = "float32",
                  mesh: Any = "data=-1", token_budget: int = 4096,
@@ -53,6 +54,7 @@ class Pruner:
         if tokenizer is None:
             raise ValueError(f"{model}: no tokenizer files next to the model")
         self.tokenizer = tokenizer
+        self.model = loaded  # public so a user can see where the weights that prune live (their shardings)
         self._chains = ChainPruner(loaded, tokenizer, method, model_name=model, system_prompt=system_prompt,
                                    token_budget=token_budget, mesh=mesh if mesh is not None and mesh.size > 1 else None)
 
