@@ -1,6 +1,8 @@
 """Figures for reports: matplotlib without a display, written under a temporary name and renamed into place."""
 
-import os
+import io
+
+from jaxprune import files
 
 
 def pyplot():
@@ -14,8 +16,9 @@ def pyplot():
 
 
 def save_figure(figure, path: str, dpi: int = 120) -> None:
-    """Writes `figure` as a PNG at `path` atomically and closes it."""
+    """Writes `figure` as a PNG at `path` (local or gs://) atomically and closes it."""
     figure.tight_layout()
-    figure.savefig(f"{path}.tmp", dpi=dpi, format="png")
+    png = io.BytesIO()  # rendered in memory: matplotlib writes local files only, epath writes anywhere
+    figure.savefig(png, dpi=dpi, format="png")
     pyplot().close(figure)
-    os.replace(f"{path}.tmp", path)
+    files.write_atomic(path, png.getvalue())

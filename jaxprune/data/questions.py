@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
+from jaxprune import files
 from jaxprune.data.answers import DATASETS, extract_answer
 from jaxprune.data.records import RecordError, read_rows
 
@@ -98,13 +99,13 @@ def _hub_rows(source: str, split: str, subset: str | None) -> Iterator[tuple[str
 
 def _rows(source: str, split: str, subset: str | None) -> tuple[str, Iterator[tuple[str, dict[str, Any]]]]:
     """A name for default ids (the split, or a file's stem) and the `(where, raw record)` rows."""
-    if os.path.isdir(source):
+    if files.is_dir(source):  # a local or gs:// folder
         candidates = [os.path.join(source, f"{split}{ext}") for ext in (".jsonl", ".parquet")]
-        path = next((c for c in candidates if os.path.isfile(c)), None)
+        path = next((c for c in candidates if files.is_file(c)), None)
         if path is None:
             raise RecordError(f"{source}: no {split}.jsonl or {split}.parquet in this directory")
         return split, read_rows(path)
-    if os.path.exists(source) or source.endswith((".jsonl", ".json", ".parquet")):
+    if files.exists(source) or source.endswith((".jsonl", ".json", ".parquet")):
         return os.path.splitext(os.path.basename(source))[0], read_rows(source)
     return split, _hub_rows(source, split, subset)
 

@@ -4,14 +4,20 @@ A chain record (what the prune CLI reads) has `id`, `question`, `reasoning`, `an
 `system`. Later stages add fields; a record keeps every field it came with.
 
 Writers append one JSON line per record and fsync it, so a killed run loses at most the line being written; on
-reopening, a torn last line is cut off and the ids already written are skipped by the caller.
+reopening, a torn last line is cut off and the ids already written are skipped by the caller. Paths may be local or
+`gs://` (through `etils.epath`, see `jaxprune.files`; GCS appends are batched uploads, see `JsonlAppender`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Iterable, Iterator
+
+from etils import epath
+
+from jaxprune import files
 
 CHAIN_FIELDS = ("id", "question", "reasoning", "answer")
 
@@ -22,9 +28,9 @@ class RecordError(ValueError):
 
 def read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields `(line_number, record)` for every non-empty line; a line that is not a JSON object is an error."""
-    if not os.path.isfile(path):
+    if not files.is_file(path):
         raise RecordError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open("r") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -84,44 +90,75 @@ def read_chains(path: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 class JsonlAppender:
-    """Appends records to a JSONL file with an fsync per record; reopening resumes after the last whole line.
+    """Appends records to a JSONL file; reopening resumes after the last whole line.
 
     `check(record, where)` (optional) is called on every record already in the file, `where` being `path:line`,
     before anything is appended: it raises `RecordError` when the file was written by a run it must not be mixed with.
+    `done_ids` holds the `id` of every record in the file (records without one, e.g. metrics, are simply kept).
+
+    A local file gets an fsync per record, so a killed run loses at most the line being written. A `gs://` object
+    cannot be appended to, so the appender keeps the file's lines and uploads the whole object again on the first
+    append, then at most every `upload_every_s` seconds, and on close: an upload replaces the object whole (never a
+    torn line), and a killed run loses at most the records of its last `upload_every_s` seconds, which a rerun redoes.
     """
 
-    def __init__(self, path: str, check: Callable[[dict[str, Any], str], None] | None = None):
+    def __init__(self, path: str, check: Callable[[dict[str, Any], str], None] | None = None, *,
+                 upload_every_s: float = 30.0):
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        self._local = files.is_local(path)
+        self._lines: list[str] = []  # remote only: the whole file, uploaded again and again
+        self._upload_every_s = upload_every_s
+        self._uploaded_at = -float("inf")  # the first record goes up at once: a bad bucket fails early
+        self._pending = False
+        files.make_parent(path)
         self.done_ids = self._repair_and_collect_ids(check)
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = epath.Path(path).open("a") if self._local else None
 
     def _repair_and_collect_ids(self, check) -> set[str]:
-        if not os.path.exists(self.path):
+        if not files.exists(self.path):
             return set()
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            whole = data.rfind(b"\n") + 1
-            if whole < len(data):  # a torn last line from a killed run
-                f.truncate(whole)
+        data = epath.Path(self.path).read_bytes()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):  # a torn last line from a killed run (locally; uploads are whole)
+            if self._local:
+                os.truncate(self.path, whole)
+            else:
+                self._pending = True
         ids = set()
-        for number, line in enumerate(data[:whole].decode("utf-8").splitlines(), start=1):
+        for number, line in enumerate(data[:whole].decode("utf-8").splitlines(keepends=True), start=1):
+            if not self._local:
+                self._lines.append(line)
             if line.strip():
                 record = json.loads(line)
                 if check is not None:
                     check(record, f"{self.path}:{number}")
-                ids.add(str(record["id"]))
+                if "id" in record:
+                    ids.add(str(record["id"]))
         return ids
 
     def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.done_ids.add(str(record["id"]))
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if self._local:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        else:
+            self._lines.append(line)
+            self._pending = True
+            if time.monotonic() - self._uploaded_at >= self._upload_every_s:
+                self._upload()
+        if "id" in record:
+            self.done_ids.add(str(record["id"]))
+
+    def _upload(self) -> None:
+        epath.Path(self.path).write_text("".join(self._lines))
+        self._uploaded_at, self._pending = time.monotonic(), False
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        elif self._pending:
+            self._upload()
 
     def __enter__(self):
         return self
@@ -131,20 +168,11 @@ class JsonlAppender:
 
 
 def write_jsonl_atomic(path: str, records: Iterable[dict[str, Any]]) -> None:
-    """Writes a whole JSONL file under a temporary name, then renames it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    """Writes a whole JSONL file under a temporary name, then renames it into place (`jaxprune.files`: on GCS the
+    rename is a copy, and the target is still never torn)."""
+    files.write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Writes a whole text file under a temporary name, then renames it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
+    """Writes a whole text file under a temporary name, then renames it into place (local path or `gs://`)."""
+    files.write_atomic(path, text)

@@ -19,6 +19,8 @@ import os
 
 from absl import app, flags, logging
 
+from jaxprune.experiments import cli
+
 _PRUNED = flags.DEFINE_list("pruned", None, "Prune-CLI output files (JSONL), one per method or objective.",
                             required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Report folder.", required=True)
@@ -160,4 +162,4 @@ def _model_analyses(files) -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -8,11 +8,13 @@ comparison.png (accuracy, reasoning length and the paired differences against ke
 `jaxprune/comparison.py` for what each column means and `jaxprune/statistics.py` for the tests.
 """
 
-import glob
 import json
 import os
 
 from absl import app, flags
+
+from jaxprune import files
+from jaxprune.experiments import cli
 
 _SUMMARIES = flags.DEFINE_list("summaries", None, "Evaluation summary files or glob patterns "
                                "(the evaluate CLI's <output>.summary.json).", required=True)
@@ -27,16 +29,15 @@ def main(argv):
     from jaxprune.comparison import comparison_rows, markdown_table, plot
     from jaxprune.data.records import write_text_atomic
 
-    paths = sorted({path for pattern in _SUMMARIES.value for path in glob.glob(pattern)})
+    paths = sorted({path for pattern in _SUMMARIES.value for path in files.glob(pattern)})
     if not paths:
         raise app.UsageError(f"--summaries={','.join(_SUMMARIES.value)}: no files")
     summaries = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            try:
-                summaries.append(json.load(f))
-            except json.JSONDecodeError as error:
-                raise app.UsageError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+        try:
+            summaries.append(json.loads(files.read_text(path)))
+        except json.JSONDecodeError as error:
+            raise app.UsageError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
         for field in ("accuracy", "correct", "questions", "mean_reasoning_tokens", "outcomes"):
             if field not in summaries[-1]:
                 raise app.UsageError(f"{path}: field '{field}' is missing; is it an evaluation summary? (summaries "
@@ -54,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -29,6 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from jaxprune.checkpoints import DEFAULT_MODEL  # noqa: E402
 from jaxprune.distill.lora import DEFAULT_TARGETS  # noqa: E402
+from jaxprune.experiments import cli  # noqa: E402
 from jaxprune.experiments.flagfiles import read_flagfile  # noqa: E402
 
 STAGES = ("teacher", "prune", "distill")
@@ -119,4 +120,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -8,13 +8,13 @@ goes to `<output>.all.jsonl`, and accuracy with its 95% bootstrap interval and t
 `<output>.summary.json`.
 """
 
-from absl import app, flags
+from absl import flags
 
-from jaxprune.experiments import generate
+from jaxprune.experiments import cli, generate
 
 EVALUATION_DEFAULTS = {"samples": 1, "temperature": 0.0, "min_reasoning_chars": 0, "length_percentile": 100.0}
 
 if __name__ == "__main__":
     for name, value in EVALUATION_DEFAULTS.items():
         flags.FLAGS.set_default(name, value)
-    app.run(generate.main)
+    cli.run(generate.main)

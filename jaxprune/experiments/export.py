@@ -3,9 +3,10 @@
     python -m jaxprune.experiments.export --source=packaged:SmolLM2-135M-Instruct --output=/tmp/smollm2-hf
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxprune.checkpoints import DEFAULT_MODEL, load_model, save_hf_model
+from jaxprune.experiments import cli
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 
@@ -24,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

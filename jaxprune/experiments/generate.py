@@ -14,10 +14,11 @@ import os
 
 from absl import app, flags, logging
 
-from jaxprune import distributed
+from jaxprune import distributed, files
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.data.answers import DATASETS
 from jaxprune.data.prompts import SYSTEM_PROMPTS
+from jaxprune.experiments import cli
 
 _MODEL = flags.DEFINE_string("model", DEFAULT_MODEL, "Teacher: GGUF file, Hugging Face directory, hub id, or "
                              "packaged:NAME.")
@@ -74,13 +75,15 @@ def main(argv):
         raise app.UsageError(f"--source={_SOURCE.value}: cannot tell the answer format; pass --dataset")
     system = _SYSTEM_PROMPT.value if _SYSTEM_PROMPT.value is not None else SYSTEM_PROMPTS[_PROMPT.value or dataset]
     all_output = _ALL_OUTPUT.value or os.path.splitext(_OUTPUT.value)[0] + ".all.jsonl"
-    if os.path.abspath(all_output) == os.path.abspath(_OUTPUT.value):
+    if files.absolute(all_output) == files.absolute(_OUTPUT.value):
         raise app.UsageError("--all_output must differ from --output")
     questions = load_questions(_SOURCE.value, dataset=dataset, split=_SPLIT.value, subset=_SUBSET.value,
                                limit=_LIMIT.value, seed=_SEED.value)  # bad records fail here, before the model loads
     if not questions:
         raise app.UsageError(f"--source={_SOURCE.value}: no questions")
     logging.info("%d questions from %s (%s)", len(questions), _SOURCE.value, dataset)
+    for output in (_OUTPUT.value, all_output):  # an output folder that cannot be made fails before the model loads
+        files.make_parent(output)
 
     distributed.initialize()
 
@@ -109,9 +112,8 @@ def main(argv):
         summary.update(samples=config.samples, temperature=config.sampling.temperature,
                        max_new_tokens=config.sampling.max_new_tokens)
     provenance = os.path.join(_MODEL.value, "distillation.json")
-    if os.path.isfile(provenance):  # a student from the distill CLI: what it was trained on
-        with open(provenance, encoding="utf-8") as f:
-            summary["distillation"] = json.load(f)
+    if files.is_file(provenance):  # a student from the distill CLI: what it was trained on
+        summary["distillation"] = json.loads(files.read_text(provenance))
     kept, summary["filter_counts"] = filter_chains(records, min_reasoning_chars=_MIN_REASONING_CHARS.value,
                                                    length_percentile=_LENGTH_PERCENTILE.value)
     for reason, number in sorted(summary["filter_counts"].items()):
@@ -127,4 +129,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -29,8 +29,9 @@ import time
 
 from absl import app, flags, logging
 
-from jaxprune import distributed
+from jaxprune import distributed, files
 from jaxprune.data.records import JsonlAppender, read_jsonl, write_text_atomic
+from jaxprune.experiments import cli
 from jaxprune.pruning.methods import METHODS
 
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where every stage's outputs go.", required=True)
@@ -52,6 +53,10 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.
 STAGE_TIMES = "stage_times.jsonl"
 
 
+class StageError(ValueError):
+    """A stage CLI failed; it printed its own error above, so the pipeline only names the stage (one line)."""
+
+
 def _cli(module: str, *args: str) -> list[str]:
     """A stage command; in a multi-process run every stage joins it with the same flags (compare needs no JAX)."""
     joined = distributed.join_flags() if module != "compare" else []
@@ -67,7 +72,10 @@ def _run(stage: str, command: list[str], done: bool) -> None:
     else:
         logging.info("running: %s", text)
         started = time.perf_counter()
-        subprocess.run(command, check=True)
+        returncode = subprocess.run(command).returncode
+        if returncode:
+            raise StageError(f"stage {stage} exited with status {returncode} (its error is above); fix it and rerun: "
+                             "finished stages are kept")
         _record_time(stage, time.perf_counter() - started)
 
 
@@ -98,12 +106,8 @@ def _join(paths: list[str], output: str) -> None:
     if _DRY_RUN.value:
         print(f"# join {' '.join(paths)} -> {output}")
         return
-    temporary = f"{output}.{socket.gethostname()}-{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as out:
-        for path in paths:
-            with open(path, encoding="utf-8") as f:
-                out.write(f.read())
-    os.replace(temporary, output)
+    files.write_atomic(output, (files.read_text(path) for path in paths),
+                       temporary=f"{output}.{socket.gethostname()}-{os.getpid()}.tmp")
 
 
 def _student(name: str, distill_args: list[str]) -> None:
@@ -112,7 +116,7 @@ def _student(name: str, distill_args: list[str]) -> None:
     output_dir = os.path.join(work, "students", name)
     _run(f"distill:{name}", _cli("distill", f"--flagfile={_DISTILL_FLAGS.value}", *distill_args,
                                  f"--output_dir={output_dir}"),
-         done=os.path.exists(os.path.join(output_dir, "student", "distillation.json")))
+         done=files.exists(os.path.join(output_dir, "student", "distillation.json")))
     _evaluate(name, os.path.join(output_dir, "student"))
 
 
@@ -120,7 +124,7 @@ def _evaluate(name: str, model: str) -> None:
     output = os.path.join(_WORK_DIR.value, "eval", f"{name}.jsonl")
     _run(f"evaluate:{name}", _cli("evaluate", f"--flagfile={_EVALUATE_FLAGS.value}", f"--model={model}",
                                   f"--output={output}"),
-         done=os.path.exists(os.path.join(_WORK_DIR.value, "eval", f"{name}.summary.json")))
+         done=files.exists(os.path.join(_WORK_DIR.value, "eval", f"{name}.summary.json")))
 
 
 def main(argv):
@@ -152,7 +156,7 @@ def main(argv):
         output = os.path.join(work, "chains", os.path.splitext(os.path.basename(flagfile))[0] + ".jsonl")
         _run(f"generate:{os.path.basename(flagfile)}",
              _cli("generate", f"--flagfile={flagfile}", f"--output={output}"),
-             done=os.path.exists(os.path.splitext(output)[0] + ".summary.json"))
+             done=files.exists(os.path.splitext(output)[0] + ".summary.json"))
         chain_files.append(output)
     train_chains = os.path.join(work, "chains", "train.jsonl")
     _join(chain_files, train_chains)
@@ -184,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

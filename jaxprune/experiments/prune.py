@@ -9,9 +9,10 @@ adds the token spans, the deletion order, per-step log-likelihoods and the prune
 
 from absl import app, flags, logging
 
-from jaxprune import distributed
+from jaxprune import distributed, files
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
+from jaxprune.experiments import cli
 from jaxprune.experiments.method_flags import define_method_flags, method_from_flags
 from jaxprune.pruning.greedy import OBJECTIVES, PruneConfig
 from jaxprune.pruning.methods import METHODS
@@ -44,14 +45,20 @@ _HTML = flags.DEFINE_string("html", None, "Also write a self-contained HTML view
 
 def main(argv):
     del argv
-    prune = PruneConfig(keep_ratio=_KEEP_RATIO.value, objective=_OBJECTIVE.value)
+    try:
+        prune = PruneConfig(keep_ratio=_KEEP_RATIO.value, objective=_OBJECTIVE.value)
+    except ValueError as error:
+        raise cli.FlagError(f"--keep_ratio={_KEEP_RATIO.value}: {error}") from None
     try:
         method = method_from_flags(_METHOD.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=method, model=_MODEL.value,
-                       system_prompt=_SYSTEM_PROMPT.value or None, on_invalid=_ON_INVALID.value,
-                       max_chains=_MAX_CHAINS.value, dtype=_DTYPE.value)
+    try:
+        config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=method, model=_MODEL.value,
+                           system_prompt=_SYSTEM_PROMPT.value or None, on_invalid=_ON_INVALID.value,
+                           max_chains=_MAX_CHAINS.value, dtype=_DTYPE.value)
+    except ValueError as error:
+        raise cli.FlagError(str(error)) from None
 
     import jax
     import jax.numpy as jnp
@@ -63,6 +70,9 @@ def main(argv):
     from jaxprune.pruning.runner import prune_dataset
 
     read_chains(config.input)  # malformed input fails here, before the model loads
+    for output in (config.output, _HTML.value):  # and so does an output folder that cannot be made
+        if output:
+            files.make_parent(output)
     distributed.initialize()
     mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
     distributed.log_topology(mesh)
@@ -84,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
