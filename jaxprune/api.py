@@ -63,9 +63,13 @@ class Pruner:
         return self._chains.method
 
     def prune(self, question: str, reasoning: str, answer: str, *, keep_ratio: float = 0.7, objective: str = "joint",
-              system: str | None = None, id: str | int = "chain") -> dict[str, Any]:  # noqa: A002 (the record field)
-        """The pruned record of one chain (`system` overrides the pruner's system prompt)."""
+              system: str | None = None, id: str | int = "chain",  # noqa: A002 (the record field)
+              thinking: bool = False) -> dict[str, Any]:
+        """The pruned record of one chain (`system` overrides the pruner's system prompt; `thinking`: the reasoning
+        sits in a `<think>` block, as reasoning models write it)."""
         record = {"id": id, "question": question, "reasoning": reasoning, "answer": answer}
+        if thinking:
+            record["thinking"] = True
         if system is not None:
             record["system"] = system
         return self.prune_many([record], keep_ratio=keep_ratio, objective=objective, progress=False)[0]

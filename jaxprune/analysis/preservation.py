@@ -21,11 +21,13 @@ from jaxprune.plotting import pyplot, save_figure
 
 def answer_opening(record: dict[str, Any], tokenizer) -> list[int]:
     """The longest prefix of the chain's answer tokens that stops before the answer value: the text before the
-    teacher's prediction (its last occurrence; else before the first digit) in the answer."""
-    answer, prediction = record["answer"], record.get("prediction") or ""
+    teacher's prediction (its last occurrence; else before the first digit) in the answer span as tokenized (for a
+    thinking chain that span starts with the block's closing tag)."""
+    ids, prediction = record["answer_token_ids"], record.get("prediction") or ""
+    answer = tokenizer.decode(ids)
     cut = answer.rfind(prediction) if prediction and prediction in answer else next(
         (i for i, ch in enumerate(answer) if ch.isdigit()), len(answer))
-    opening, ids = answer[:cut], record["answer_token_ids"]
+    opening = answer[:cut]
     count = 0
     while count < len(ids) and opening.startswith(tokenizer.decode(ids[:count + 1]).rstrip()):
         count += 1

@@ -7,6 +7,9 @@
 * MATH: the last `\\boxed{...}` after the last "Hence, the" / "Thus, the" / "Therefore, the" / "So, the"; checked
   with `math-verify`.
 * MMLU-Pro: the option letter (A-J) after the same phrases; checked by equality.
+
+A reasoning model's output (DeepSeek-R1 and its distills, Qwen3 in thinking mode) puts its reasoning inside
+`<think>...</think>`; the reasoning is then exactly the inside of that block and the answer all that follows it.
 """
 
 from __future__ import annotations
@@ -26,13 +29,32 @@ def _check_dataset(dataset: str) -> None:
         raise ValueError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str] | None:
+    """`(reasoning, answer)` of an output with a think block: the block's inside (newlines at its edges dropped, as
+    chat templates render it) and what follows `</think>`; None without one. The opening tag may be missing: R1
+    distills' prompts end with it, so their outputs start inside the block."""
+    if THINK_CLOSE not in text:
+        return None
+    inside, answer = text.split(THINK_CLOSE, 1)
+    if THINK_OPEN in inside:
+        inside = inside.split(THINK_OPEN, 1)[1]
+    return inside.strip("\n"), answer.lstrip("\n")
+
+
 def split_reasoning_answer(text: str, dataset: str) -> tuple[str, str] | None:
     """`(reasoning, answer)` split at the dataset's answer marker, or None if there is none: the last JSON answer or
     conclusion phrase, as in the reference.
 
     A GSM8K `#### <number>` answer is the first such line alone: as in GSM8K's own solutions that line ends the
-    solution, and what a small model rambles on with after it (often the same line again and again) is dropped."""
+    solution, and what a small model rambles on with after it (often the same line again and again) is dropped.
+    An output with a think block is split at the block instead (`split_thinking`)."""
     _check_dataset(dataset)
+    thinking = split_thinking(text)
+    if thinking is not None:
+        return thinking
     if dataset == "gsm8k":
         json_starts = [m.start() for m in _JSON_ANSWER.finditer(text)]
         if json_starts:

@@ -4,6 +4,11 @@ The scored sequence is the chat-template rendering of [system, user question, as
 the reference implementation, reasoning and answer are tokenized as separate segments: the template is rendered with
 marker strings in place of the assistant text, split at the markers, and each piece is tokenized on its own. The
 token ids are concatenated, never re-tokenized.
+
+A thinking chain (`thinking=True`, the records of reasoning models) renders its reasoning inside `<think>...</think>`
+as the model's template does (Qwen3's takes the block apart and rebuilds it): the opening tag falls in the prompt
+span, the closing one and whatever the template writes between the block and the answer in the answer span, so only
+the inside of the block is reasoning.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+
+from jaxprune.data.answers import THINK_CLOSE, THINK_OPEN
 
 GSM8K_SYSTEM_PROMPT = (
     "Solve the math problem step by step. After your reasoning, give the final answer on the last line as a JSON "
@@ -58,17 +65,24 @@ def _encode(tokenizer, text: str) -> tuple[int, ...]:
     return tuple(tokenizer(text, add_special_tokens=False).input_ids) if text else ()
 
 
-def split_chain(tokenizer, question: str, reasoning: str, answer: str, system: str | None = None) -> TokenSplit:
+def assistant_text(reasoning: str, answer: str, thinking: bool = False) -> str:
+    """The assistant message of a chain: reasoning then answer, the reasoning in a think block if `thinking`."""
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if thinking else reasoning + answer
+
+
+def split_chain(tokenizer, question: str, reasoning: str, answer: str, system: str | None = None, *,
+                thinking: bool = False) -> TokenSplit:
     """Tokenizes a chain into its prompt / reasoning / answer spans under the tokenizer's chat template."""
-    rendered = tokenizer.apply_chat_template(chat_messages(question, system, _REASONING_MARK + _ANSWER_MARK),
-                                             tokenize=False)
+    content = assistant_text(_REASONING_MARK, _ANSWER_MARK, thinking)
+    rendered = tokenizer.apply_chat_template(chat_messages(question, system, content), tokenize=False)
     if rendered.count(_REASONING_MARK) != 1 or rendered.count(_ANSWER_MARK) != 1:
         raise ValueError("the chat template does not render the assistant message verbatim; cannot split the chain")
     before, rest = rendered.split(_REASONING_MARK)
     between, after = rest.split(_ANSWER_MARK)
-    if between:
+    if between and not thinking:
         raise ValueError("the chat template inserts text inside the assistant message; cannot split the chain")
-    return TokenSplit(_encode(tokenizer, before), _encode(tokenizer, reasoning), _encode(tokenizer, answer + after))
+    return TokenSplit(_encode(tokenizer, before), _encode(tokenizer, reasoning),
+                      _encode(tokenizer, between + answer + after))
 
 
 def generation_prompt(tokenizer, question: str, system: str | None = None) -> tuple[int, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import re
 import time
 from typing import Any, Sequence
@@ -19,7 +18,8 @@ from typing import Any, Sequence
 from absl import logging
 from tqdm import tqdm
 
-from jaxprune.data.answers import extract_answer, is_correct, split_reasoning_answer
+from jaxprune import files
+from jaxprune.data.answers import extract_answer, is_correct, split_reasoning_answer, split_thinking
 from jaxprune.data.process_parts import ProcessParts
 from jaxprune.data.prompts import generation_prompt
 from jaxprune.data.records import RecordError, read_jsonl
@@ -58,7 +58,8 @@ def judge(question: dict[str, Any], text: str, tokenizer) -> dict[str, Any]:
     reasoning, answer = split if split else (text, "")
     prediction = extract_answer(answer, question["dataset"]) if split else None
     count = lambda s: len(tokenizer(s, add_special_tokens=False).input_ids) if s else 0  # noqa: E731
-    return {"reasoning": reasoning, "answer": answer, "prediction": prediction,
+    return {"reasoning": reasoning, "answer": answer, "thinking": split_thinking(text) is not None,
+            "prediction": prediction,
             "is_correct": is_correct(prediction, question["gold"], question["dataset"]),
             "question_tokens": count(question["question"]), "reasoning_tokens": count(reasoning),
             "answer_tokens": count(answer)}
@@ -112,7 +113,7 @@ def _settings(config: TeacherConfig, system: str | None) -> dict[str, Any]:
 
 def _check_same_settings(path: str, config: TeacherConfig, system: str | None) -> None:
     """Refuses to resume a file written with other settings (it would mix two experiments)."""
-    if not os.path.exists(path):
+    if not files.exists(path):  # local or gs://
         return
     expected = _settings(config, system)
     for number, record in read_jsonl(path):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxprune.data.prompts import split_chain
+from jaxprune.data.prompts import generation_prompt, split_chain
 from jaxprune.data.records import RecordError
 from jaxprune.pruning.greedy import deletions_for
 
@@ -48,11 +48,15 @@ def kept_fraction(record: dict[str, Any], keep_ratio: float) -> float:
 
 
 def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) -> Example:
-    """The chat `system + question -> reasoning + answer` in the student's template, loss on the assistant turn."""
-    split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"))
-    target = len(split.reasoning) + len(split.answer)
+    """The chat `system + question -> reasoning + answer` in the student's template, loss on the assistant turn:
+    everything after the generation prompt, so a thinking chain's `<think>` is learned where the template leaves it
+    to the model (Qwen3) and not where the prompt already ends with it (DeepSeek-R1 distills)."""
+    split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"),
+                        thinking=bool(record.get("thinking")))
     tokens = split.chain()
-    return Example(tokens, np.concatenate([np.zeros(len(split.prompt), bool), np.ones(target, bool)]))
+    prompt = generation_prompt(student_tokenizer, record["question"], record.get("system"))
+    given = len(prompt) if split.prompt[:len(prompt)] == prompt else len(split.prompt)
+    return Example(tokens, np.arange(len(tokens)) >= given)
 
 
 def check_prunable(record: dict[str, Any], where: str, keep_ratio: float) -> None:
