@@ -17,7 +17,7 @@ from typing import Any
 
 from absl import flags, logging
 
-from jaxprune import distributed
+from jaxprune import distributed, files
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.distill.train import TrainConfig
 from jaxprune.sharding import parse_mesh_shape
@@ -29,7 +29,8 @@ Chains = list[tuple[str, dict[str, Any]]]  # (file:line, record) pairs, as `read
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    chains: str                        # pruned chains (prune CLI output) or, at keep ratio 1, teacher chains
+    chains: str                        # pruned chains (prune CLI output) or, at keep ratio 1, teacher chains;
+                                       # JSONL, parquet, or tfds:<data_dir>/<name> (`jaxprune.data.tfds_chains`)
     output_dir: str                    # checkpoints, metrics and the exported student
     train: TrainConfig
     keep_ratio: float = 1.0            # train on the reasoning at this keep ratio (1: unpruned)
@@ -68,7 +69,7 @@ def distill(config: DistillConfig) -> str:
         raise ValueError(f"--student={config.student}: no tokenizer files next to the model")
     examples = _examples(chains, tokenizer, config)
 
-    os.makedirs(config.output_dir, exist_ok=True)
+    files.make_dir(config.output_dir)
     with contextlib.closing(_TrainingLog(config.output_dir, config.train.steps)) as log:
         trained = train(student, examples, config.train, os.path.join(config.output_dir, "checkpoints"),
                         pad_id=tokenizer.pad_token_id or 0, mesh=mesh if mesh.size > 1 else None, on_step=log)
@@ -85,26 +86,28 @@ def distill(config: DistillConfig) -> str:
 
 def _checked_chains(config: DistillConfig) -> Chains:
     """Every chain, read and checked for the keep ratio: errors name file:line and field."""
-    from jaxprune.data.records import read_chains
+    from jaxprune.data.records import RecordError, read_chains
+    from jaxprune.data.tfds_chains import TfdsChains, is_tfds
     from jaxprune.distill.examples import check_prunable
 
-    chains = read_chains(config.chains)
+    # A TFDS dataset (tfds:<data_dir>/<name>) is read on demand: this check streams through it, holding nothing.
+    chains = TfdsChains(config.chains) if is_tfds(config.chains) else read_chains(config.chains)
     for where, record in chains:
         check_prunable(record, where, config.keep_ratio)
         if config.keep_ratio < 1 and not (config.pruner or record.get("pruner")):
-            raise ValueError(f"{where}: no field 'pruner' to decode its tokens with; pass --pruner")
+            raise RecordError(f"{where}: no field 'pruner' to decode its tokens with; pass --pruner")
     return chains
 
 
-def _examples(chains: Chains, tokenizer, config: DistillConfig) -> list:
+def _examples(chains: Chains, tokenizer, config: DistillConfig):
     """The chains in the student's chat template at the keep ratio; the kept reasoning tokens are decoded with the
     tokenizer of the model that pruned them (each loaded once)."""
     from jaxprune.checkpoints import load_tokenizer
     from jaxprune.distill.examples import reasoning_at, training_example
 
     pruner_tokenizers = {}
-    examples = []
-    for _, record in chains:
+
+    def to_example(record):
         pruner = None
         if config.keep_ratio < 1:
             spec = config.pruner or record["pruner"]
@@ -113,7 +116,14 @@ def _examples(chains: Chains, tokenizer, config: DistillConfig) -> list:
                 if pruner_tokenizers[spec] is None:
                     raise ValueError(f"pruner {spec}: no tokenizer files next to the model")
             pruner = pruner_tokenizers[spec]
-        examples.append(training_example(tokenizer, record, reasoning_at(record, pruner, config.keep_ratio)))
+        return training_example(tokenizer, record, reasoning_at(record, pruner, config.keep_ratio))
+
+    if not isinstance(chains, list):  # read on demand: each batch renders its own rows (through grain)
+        from jaxprune.distill.streamed import StreamedExamples
+
+        logging.info("%d chains at keep ratio %s, rendered as batches need them", len(chains), config.keep_ratio)
+        return StreamedExamples(chains, to_example)
+    examples = [to_example(record) for _, record in chains]
     logging.info("%d examples at keep ratio %s; %d tokens on average", len(examples), config.keep_ratio,
                  sum(len(e.tokens) for e in examples) // max(len(examples), 1))
     cut = sum(len(e.tokens) > config.train.max_length for e in examples)
@@ -129,12 +139,16 @@ class _TrainingLog:
 
     def __init__(self, output_dir: str, steps: int):
         import jax
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # writes gs:// itself (with google-cloud-storage, which gcsfs brings)
         from tqdm import tqdm
 
+        from jaxprune.data.records import JsonlAppender
+
         self.losses: list[float] = []
-        self._metrics = os.path.join(output_dir, "metrics.jsonl")
-        self._writer = SummaryWriter(os.path.join(output_dir, "tensorboard")) if jax.process_index() == 0 else None
+        writes = jax.process_index() == 0
+        # An appender, so metrics.jsonl can be on GCS (batched uploads) and a torn line from a kill is cut off.
+        self._metrics = JsonlAppender(os.path.join(output_dir, "metrics.jsonl")) if writes else None
+        self._writer = SummaryWriter(os.path.join(output_dir, "tensorboard")) if writes else None
         self._progress = tqdm(total=steps, desc="distilling", unit="batch", mininterval=1.0)
 
     def __call__(self, step: int, loss: float) -> None:
@@ -145,13 +159,13 @@ class _TrainingLog:
         self._progress.set_postfix(loss=f"{loss:.4f}")
         if self._writer is not None:
             self._writer.add_scalar("train/loss", loss, step)
-            with open(self._metrics, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "loss": loss}) + "\n")
+            self._metrics.append({"step": step, "loss": loss})
 
     def close(self) -> None:
         self._progress.close()
         if self._writer is not None:
             self._writer.close()
+            self._metrics.close()
 
 
 def _provenance(config: DistillConfig, chains: Chains, *, examples: int, final_loss: float | None) -> dict:

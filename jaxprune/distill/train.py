@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -27,7 +26,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxprune import sharding
+from jaxprune import files, sharding
 from jaxprune.distill import lora
 from jaxprune.distill.examples import Example
 from jaxprune.models.llama import REMAT_POLICIES, Llama, causal_mask, positions_from_keep
@@ -86,8 +85,16 @@ def example_indices(position: int, count: int, total: int, seed: int) -> np.ndar
     per-epoch permutations of `total` examples."""
     positions = np.arange(position, position + count)
     epochs, offsets = positions // total, positions % total
-    return np.asarray([np.random.default_rng([seed, epoch]).permutation(total)[offset]
-                       for epoch, offset in zip(epochs, offsets)])
+    return np.asarray([epoch_permutation(total, seed, int(epoch))[offset] for epoch, offset in zip(epochs, offsets)])
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(total: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the `total` examples in epoch `epoch` (read-only; cached, as a streamed loader asks for it once
+    per example: `jaxprune.distill.streamed`)."""
+    order = np.random.default_rng([seed, epoch]).permutation(total)
+    order.setflags(write=False)
+    return order
 
 
 def make_batch(examples: Sequence[Example], indices: np.ndarray, max_length: int, pad_id: int = 0):
@@ -238,22 +245,31 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
     if mesh is not None:
         state = jax.device_put(state, train_state_shardings(state, mesh, rules))
     frozen, trainable, opt_state = state
-    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(
+    # Absolute for orbax; a gs:// folder is passed through unchanged (orbax writes GCS itself).
+    manager = ocp.CheckpointManager(files.absolute(checkpoint_dir), options=ocp.CheckpointManagerOptions(
         save_interval_steps=config.checkpoint_every, max_to_keep=2))
+    # Streamed examples (`jaxprune.distill.streamed`) bring a grain loader, whose position each checkpoint keeps.
+    loader = (examples.loader(config, pad_id, None if mesh is None else sharding.batch_sharding(mesh, 2, rules))
+              if hasattr(examples, "loader") else None)
     step = 0
     if manager.latest_step() is not None:
         step = manager.latest_step()
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore({"trainable": trainable, "opt_state": opt_state}),
-            data=ocp.args.JsonRestore()))
+            data=ocp.args.JsonRestore(), **({} if loader is None else loader.checkpoint_args(restore=True))))
         trainable, opt_state = restored.state["trainable"], restored.state["opt_state"]
         if restored.data["examples_seen"] != step * config.batch_size:
             raise ValueError(f"{checkpoint_dir}: checkpoint at step {step} was written with another batch size")
+        if loader is not None:
+            loader.check_position(step, checkpoint_dir)
     while step < config.steps:
-        indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
-        batch = (list(map(jnp.asarray, make_batch(examples, indices, config.max_length, pad_id))) if mesh is None
-                 else _placed_batch(examples, indices, config.max_length, pad_id, sharding.batch_sharding(mesh, 2,
-                                                                                                      rules)))
+        if loader is not None:
+            batch = next(loader)
+        else:
+            indices = example_indices(step * config.batch_size, config.batch_size, len(examples), config.seed)
+            batch = (list(map(jnp.asarray, make_batch(examples, indices, config.max_length, pad_id))) if mesh is None
+                     else _placed_batch(examples, indices, config.max_length, pad_id,
+                                        sharding.batch_sharding(mesh, 2, rules)))
         with sharding.mesh_context(mesh):
             trainable, opt_state, loss = train_step(graphdef, frozen, trainable, opt_state, *batch,
                                                     optimizer=optimizer, lora_scale=config.lora_scale,
@@ -262,8 +278,8 @@ def train(model: Llama, examples: Sequence[Example], config: TrainConfig, checkp
         step += 1
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),
-            data=ocp.args.JsonSave({"step": step, "examples_seen": step * config.batch_size})),
-            force=step == config.steps)
+            data=ocp.args.JsonSave({"step": step, "examples_seen": step * config.batch_size}),
+            **({} if loader is None else loader.checkpoint_args(restore=False))), force=step == config.steps)
         if on_step is not None:
             on_step(step, float(loss))
     manager.wait_until_finished()

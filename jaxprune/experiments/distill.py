@@ -2,7 +2,10 @@
 
     python -m jaxprune.experiments.distill --chains=outputs/pruned.jsonl --keep_ratio=0.7 --output_dir=outputs/student
 
---chains is the prune CLI's output (any method) or, with --keep_ratio=1, teacher chains. The kept reasoning tokens
+--chains is the prune CLI's output (any method) or, with --keep_ratio=1, teacher chains; with
+`--chains=tfds:<data_dir>/<name>` they are read as a TFDS ArrayRecord dataset (`python -m
+jaxprune.experiments.export_tfds` writes one) through grain, record by record, into the same batches as from the
+JSONL, the loader's position checkpointed. The kept reasoning tokens
 are decoded with the pruner's tokenizer (each record's `pruner`, or --pruner) and re-tokenized by the student's chat
 template; loss is on the assistant turn only (`jaxprune/distill/`). Checkpoints (parameters, optimizer state, step,
 data position) go to --output_dir/checkpoints, so a rerun resumes. The loss goes to --output_dir/metrics.jsonl and
@@ -14,17 +17,19 @@ own rows of every batch, and process 0 writes the metrics and the student. `--re
 The work itself is `jaxprune.distill.run.distill`; this CLI turns its flags into a `DistillConfig`.
 """
 
-from absl import app, flags
+from absl import flags
 
 from jaxprune import distributed  # noqa: F401  (defines the multi-process flags)
 from jaxprune.checkpoints import DEFAULT_MODEL
 from jaxprune.distill.lora import DEFAULT_TARGETS
+from jaxprune.experiments import cli
 from jaxprune.models.llama import REMAT_POLICIES
 
 _STUDENT = flags.DEFINE_string("student", DEFAULT_MODEL, "Student to fine-tune: GGUF file, Hugging Face directory, "
                                "hub id, or packaged:NAME.")
-_CHAINS = flags.DEFINE_string("chains", None, "Chains (JSONL, or parquet as shared through `datasets`): pruned "
-                              "(prune CLI output) or teacher chains.",
+_CHAINS = flags.DEFINE_string("chains", None, "Chains (JSONL, or parquet as shared through `datasets`, or "
+                              "tfds:<data_dir>/<name> for a TFDS ArrayRecord dataset written by export_tfds, read "
+                              "on demand through grain): pruned (prune CLI output) or teacher chains.",
                               required=True)
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 1.0, "Train on the reasoning at this keep ratio (1: unpruned).")
 _PRUNER = flags.DEFINE_string("pruner", None, "Tokenizer that pruned the chains (default: each record's `pruner`).")
@@ -59,7 +64,18 @@ _DCN_MESH = flags.DEFINE_string("dcn_mesh", "", "Axis sizes across slices (or ho
 
 def main(argv):
     del argv
-    from jaxprune.distill.run import DistillConfig, distill
+    from jaxprune.distill.run import distill
+
+    try:
+        config = _config()
+    except ValueError as error:  # a flag value out of range, or a malformed --mesh
+        raise cli.FlagError(str(error)) from None
+    distill(config)
+
+
+def _config():
+    """The run the flags describe; ValueError on a bad value."""
+    from jaxprune.distill.run import DistillConfig
     from jaxprune.distill.train import TrainConfig
 
     train = TrainConfig(steps=_STEPS.value, batch_size=_BATCH_SIZE.value, max_length=_MAX_LENGTH.value,
@@ -68,10 +84,10 @@ def main(argv):
                         checkpoint_every=_CHECKPOINT_EVERY.value, lora_rank=_LORA_RANK.value,
                         lora_alpha=_LORA_ALPHA.value, lora_targets=tuple(_LORA_TARGETS.value),
                         compute_dtype=_COMPUTE_DTYPE.value, remat=_REMAT.value)
-    distill(DistillConfig(chains=_CHAINS.value, output_dir=_OUTPUT_DIR.value, train=train,
-                          keep_ratio=_KEEP_RATIO.value, pruner=_PRUNER.value, student=_STUDENT.value,
-                          dtype=_DTYPE.value, mesh=_MESH.value, dcn_mesh=_DCN_MESH.value))
+    return DistillConfig(chains=_CHAINS.value, output_dir=_OUTPUT_DIR.value, train=train, keep_ratio=_KEEP_RATIO.value,
+                         pruner=_PRUNER.value, student=_STUDENT.value, dtype=_DTYPE.value, mesh=_MESH.value,
+                         dcn_mesh=_DCN_MESH.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
