@@ -6,7 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_torch_model, torch_logits
+from conftest import GEMMA3, TINY, tiny_torch_model, torch_logits
 
 from jaxprune.checkpoints import CheckpointError, load_hf_model, save_hf_model
 from jaxprune.models import ConfigError, causal_mask, positions_from_keep
@@ -161,3 +161,25 @@ def test_masking_tokens_equals_removing_them_in_every_family(name, tmp_path):
     keep[0, [2, 9, 10, 21]] = False  # with an 8-token window, the window's start moves with the deletions
     masked = model(jnp.asarray(ids), positions_from_keep(jnp.asarray(keep)), causal_mask(jnp.asarray(keep))).logits
     np.testing.assert_allclose(np.asarray(masked)[keep], our_logits(model, ids[:, keep[0]])[0], atol=1e-5, rtol=0)
+
+
+def test_an_image_text_gemma3_loads_its_language_model_with_the_same_text_logits(tmp_path):
+    import torch
+    import transformers
+
+    vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    # No soft-capping: the image-text model never applies it (Gemma 3's own configs leave it unset).
+    text = transformers.Gemma3TextConfig(**{**TINY, **GEMMA3, "final_logit_softcapping": None})
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                       image_token_index=TINY["vocab_size"] - 1, boi_token_index=1, eoi_token_index=2)
+    torch.manual_seed(0)
+    reference = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    reference.save_pretrained(tmp_path / "source")
+    ids = token_batch(vocab=TINY["vocab_size"] - 1)  # text only: no image token
+    ours = load_hf_model(str(tmp_path / "source"))
+    assert ours.config.model_type == "gemma3_text"
+    np.testing.assert_allclose(our_logits(ours, ids), torch_logits(reference, ids), atol=1e-4, rtol=0)

@@ -57,15 +57,23 @@ def _tensor_files(directory: str) -> dict[str, str]:
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} found")
 
 
+def _language_model_names(name: str) -> tuple[str, ...]:
+    """Where an image-text model keeps the language-model tensor `name`, by the transformers version that saved it."""
+    body = name.removeprefix("model.")
+    return (f"model.language_model.{body}", f"language_model.model.{body}")
+
+
 def load_hf_model(directory: str, *, dtype=jnp.float32, mesh: Mesh | None = None,
                   rules=sharding_lib.DEFAULT_RULES) -> Llama:
-    """Loads a Llama / Qwen2 / Mistral safetensors directory, optionally straight into shards on `mesh`."""
+    """Loads a safetensors directory of a supported family (the language model of an image-text Gemma 3), optionally
+    straight into shards on `mesh`."""
     config = load_hf_config(directory)
     files = _tensor_files(directory)
     handles: dict[str, Any] = {}
 
     def tensor_for(path: ParamPath) -> np.ndarray:
         name, transposed = hf_tensor_name(path)
+        name = next((candidate for candidate in (name, *_language_model_names(name)) if candidate in files), name)
         if name not in files:
             raise CheckpointError(f"{directory}: tensor '{name}' is missing from the checkpoint")
         file = files[name]

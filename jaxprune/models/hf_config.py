@@ -144,8 +144,21 @@ def _rope_dict(c: ModelConfig) -> dict[str, Any]:
     return rope
 
 
+def _language_model(config: dict[str, Any]) -> dict[str, Any]:
+    """The text decoder's config of a Gemma 3 image-text model (`Gemma3ForConditionalGeneration`: 4B, 12B, 27B),
+    whose language model is a Gemma 3 text model; other configs as they are."""
+    if config.get("model_type") != "gemma3":
+        return config
+    text = {"model_type": "gemma3_text", **(config.get("text_config") or {})}
+    for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        text.setdefault(field, config.get(field))
+    return text
+
+
 def config_from_hf_dict(config: dict[str, Any], source: str = "config.json") -> ModelConfig:
-    """Builds a ModelConfig from a parsed Hugging Face config; `source` names the file in error messages."""
+    """Builds a ModelConfig from a parsed Hugging Face config; `source` names the file in error messages. An image-text
+    Gemma 3 gives its language model (the vision tower is not loaded)."""
+    config = _language_model(config)
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise ConfigError(f"{source}: field 'model_type'={model_type!r} is not a supported architecture "
