@@ -146,3 +146,12 @@ def test_shipped_pipeline_flagfiles_parse_and_name_existing_stage_flagfiles(flag
     result = cli("jaxprune.experiments.pipeline", f"--flagfile={flagfile}", "--dry_run")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "experiments.compare" in result.stdout.splitlines()[-1]
+
+
+def test_stages_share_a_compilation_cache_in_the_work_dir_unless_the_user_chose_one():
+    from jaxprune.experiments.pipeline import stage_environment
+
+    env = stage_environment("work", {"PATH": "/bin"})
+    assert env["JAX_COMPILATION_CACHE_DIR"] == os.path.join("work", "compilation_cache") and env["PATH"] == "/bin"
+    mine = stage_environment("work", {"JAX_COMPILATION_CACHE_DIR": "gs://bucket/cache"})
+    assert mine["JAX_COMPILATION_CACHE_DIR"] == "gs://bucket/cache"

@@ -12,6 +12,7 @@ Each stage is the stage's own CLI run with a flagfile (`--*_flags`) plus the pat
     eval/<name>.jsonl              its evaluation (evaluate CLI; accuracy in eval/<name>.summary.json)
     report/comparison.*            the table and plot across methods and keep ratios (compare CLI)
     stage_times.jsonl              each stage run's wall time; report/stage_times.md sums them per kind of stage
+    compilation_cache/             JAX's persistent cache, shared by the stages (unless JAX_COMPILATION_CACHE_DIR is set)
 
 Students are trained and evaluated seed by seed, so a partial run already compares every method. A stage whose
 result exists is skipped, and the pruning and distillation CLIs resume themselves, so rerunning after a kill
@@ -72,11 +73,22 @@ def _run(stage: str, command: list[str], done: bool) -> None:
     else:
         logging.info("running: %s", text)
         started = time.perf_counter()
-        returncode = subprocess.run(command).returncode
+        returncode = subprocess.run(command, env=stage_environment(_WORK_DIR.value)).returncode
         if returncode:
             raise StageError(f"stage {stage} exited with status {returncode} (its error is above); fix it and rerun: "
                              "finished stages are kept")
         _record_time(stage, time.perf_counter() - started)
+
+
+def stage_environment(work_dir: str, environ=None) -> dict[str, str]:
+    """The stages' environment: JAX's persistent compilation cache under <work_dir>/compilation_cache unless the
+    user set one. Every student trains with the same program and every evaluation decodes with the same one, so
+    after the first of each a stage loads its programs instead of compiling them (on the 2-core CPU about a minute
+    a stage)."""
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(work_dir, "compilation_cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    return env
 
 
 def _record_time(stage: str, seconds: float) -> None:
