@@ -95,3 +95,27 @@ def write_atomic(path: str, chunks: str | bytes | Iterable[str], *, temporary: s
             f.flush()
             os.fsync(f.fileno())
     epath.Path(temporary).replace(path)
+
+
+def upload_dir(local: str, remote: str) -> None:
+    """Copies every file of a local folder into a `gs://` folder (each object appears whole once uploaded)."""
+    for name in sorted(os.listdir(local)):
+        epath.Path(local, name).copy(epath.Path(remote) / name, overwrite=True)
+
+
+def download_dir(remote: str, local: str) -> str:
+    """Copies a `gs://` folder's files (or one file) into a local folder once; returns the local copy's path.
+    A copy that finished is reused: files are copied under a temporary name and renamed."""
+    source = epath.Path(remote)
+    if source.is_file():
+        target = os.path.join(local, source.name)
+        names = [(source, target)]
+    else:
+        target = local
+        names = [(entry, os.path.join(local, entry.name)) for entry in source.iterdir() if entry.is_file()]
+    os.makedirs(local, exist_ok=True)
+    for entry, destination in names:
+        if not os.path.exists(destination):
+            entry.copy(epath.Path(destination + ".tmp"), overwrite=True)
+            os.replace(destination + ".tmp", destination)
+    return target

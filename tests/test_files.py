@@ -31,6 +31,8 @@ def bucket(tmp_path, monkeypatch):
         return original(local(path), *args, **kwargs)
 
     def two(original, path, dst, *args, **kwargs):
+        if os.fspath(dst).startswith("gs://"):  # objects need no folder
+            os.makedirs(os.path.dirname(local(dst)), exist_ok=True)
         return original(local(path), local(dst), *args, **kwargs)
 
     def open_object(original, path, mode):
@@ -165,3 +167,25 @@ def test_an_output_under_a_regular_file_names_the_file_in_the_way(tmp_path):
     (tmp_path / "plain").write_text("")
     with pytest.raises(NotADirectoryError, match="so .*plain/x.jsonl cannot be written there"):
         files.make_parent(str(tmp_path / "plain" / "x.jsonl"))
+
+
+def test_a_student_exported_to_a_bucket_loads_back_from_it_with_the_same_logits(bucket, tmp_path, monkeypatch):
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from jaxprune.checkpoints import load_model, save_hf_model
+    from jaxprune.models import Llama, ModelConfig, causal_mask, positions_from_keep
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the local copy of a gs:// model goes under ~/.cache
+    config = ModelConfig(model_type="llama", vocab_size=40, hidden_size=16, intermediate_size=24, num_layers=1,
+                         num_heads=2, num_kv_heads=1, head_dim=8)
+    model = Llama(config, rngs=nnx.Rngs(0))
+    save_hf_model(model, "gs://bucket/student")
+    assert (bucket / "student" / "model.safetensors").is_file() and (bucket / "student" / "config.json").is_file()
+    loaded, tokenizer = load_model("gs://bucket/student")
+    ids = jnp.arange(7)[None] % 40
+    keep = jnp.ones(ids.shape, bool)
+    np.testing.assert_array_equal(loaded(ids, positions_from_keep(keep), causal_mask(keep)).logits,
+                                  model(ids, positions_from_keep(keep), causal_mask(keep)).logits)
+    assert tokenizer is None

@@ -101,7 +101,6 @@ def test_r1_style_records_go_through_pruning_distillation_and_analysis(records, 
         assert tokenizer.decode(chain["answer_token_ids"]).startswith("\n</think>")
         assert sorted(chain["deletion_order"]) == sorted(set(chain["deletion_order"]))
         assert len(chain["deletion_order"]) == len(reasoning_ids) - int(0.5 * len(reasoning_ids))
-        assert "</think>" not in chain["pruned_reasoning"]
 
         # Distillation: the student writes the block itself (the template's generation prompt does not open it).
         example = training_example(tokenizer, chain, reasoning_at(chain, tokenizer, 0.5))
@@ -117,3 +116,27 @@ def test_r1_style_records_go_through_pruning_distillation_and_analysis(records, 
             "reasoning_token_ids"] + chain["answer_token_ids"]))
         opening = tokenizer.decode(answer_opening(chain, tokenizer))
         assert opening.startswith("\n</think>\n\n") and opening.endswith("#### ")
+
+
+# DeepSeek-R1 distills' chat template, restated where it matters: assistant turns keep only what follows `</think>`
+# (so a rendered chain loses its reasoning), and the generation prompt opens the block itself.
+R1_STYLE_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|User|>' + message['content'] }}"
+    "{% endif %}{% if message['role'] == 'assistant' %}{% set content = message['content'] %}"
+    "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
+    "{{ '<|Assistant|>' + content + '<|end|>' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|Assistant|><think>\\n' }}{% endif %}")
+
+
+def test_under_an_r1_template_a_thinking_chain_is_what_the_model_writes_after_its_prompt(records, qwen3_tokenizer):
+    tokenizer = copy.deepcopy(qwen3_tokenizer)
+    tokenizer.chat_template = R1_STYLE_TEMPLATE
+    record = records[1]
+    split = split_chain(tokenizer, record["question"], record["reasoning"], record["answer"], thinking=True)
+    prompt = generation_prompt(tokenizer, record["question"])
+    assert split.prompt == prompt and tokenizer.decode(prompt).endswith("<|Assistant|><think>\n")
+    assert tokenizer.decode(split.reasoning) == record["reasoning"]
+    assert tokenizer.decode(split.answer) == "\n</think>\n\n" + record["answer"] + "<|end|>"
+    # The student is given the opening tag by its prompt, so learning starts at the reasoning.
+    example = training_example(tokenizer, record, record["reasoning"])
+    assert not example.loss_mask[:len(prompt)].any() and example.loss_mask[len(prompt):].all()

@@ -114,7 +114,11 @@ def gguf_config(file: GGUFFile) -> ModelConfig:
         "bos_token_id": file.field("tokenizer.ggml.bos_token_id", None), "eos_token_id": eos,
         "pad_token_id": file.field("tokenizer.ggml.padding_token_id", None),
     }
-    if meta("rope.scaling.type", None) == "linear":
+    scaling = meta("rope.scaling.type", None)
+    if scaling not in (None, "none", "linear"):
+        raise CheckpointError(f"{file.path}: field '{architecture}.rope.scaling.type'={scaling!r} is not supported "
+                              "(supported: linear); load the Hugging Face safetensors directory instead")
+    if scaling == "linear":
         config["rope_scaling"] = {"rope_type": "linear", "rope_theta": theta,
                                   "factor": float(meta("rope.scaling.factor"))}
     if "rope_freqs.weight" in file.tensors:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxprune import files
 from jaxprune import sharding as sharding_lib
 from jaxprune.checkpoints.build import CheckpointError, ParamPath, build_model, host_tensors
 from jaxprune.models.config import ModelConfig
@@ -103,10 +105,18 @@ def save_hf_model(model: Llama, directory: str, tokenizer=None, *, dtype=None,
                   max_shard_bytes: int = MAX_SHARD_BYTES) -> None:
     """Writes `model` (and `tokenizer`) as a Hugging Face directory that `AutoModelForCausalLM` loads.
 
-    Every file is written under a temporary name and renamed, so an interrupted export leaves no half-written file.
-    Call it on every process of a multi-host run (sharded parameters are gathered); only process 0 writes.
+    Every file is written under a temporary name and renamed, so an interrupted export leaves no half-written file;
+    a `gs://` directory is written locally first and uploaded file by file. Call it on every process of a multi-host
+    run (sharded parameters are gathered); only process 0 writes.
     """
     import jax
+
+    if not files.is_local(directory):
+        with tempfile.TemporaryDirectory() as local:
+            save_hf_model(model, local, tokenizer, dtype=dtype, max_shard_bytes=max_shard_bytes)
+            if jax.process_index() == 0:
+                files.upload_dir(local, directory)
+        return
 
     tensors = {}
     for path, value in host_tensors(model).items():

@@ -7,6 +7,7 @@ with `huggingface_hub`, safetensors and JSON/tokenizer files only).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxprune import files
 from jaxprune import sharding as sharding_lib
 from jaxprune.checkpoints.build import CheckpointError
 from jaxprune.checkpoints.gguf import gguf_config, load_gguf_model
@@ -53,6 +55,11 @@ def local_model_path(spec: str) -> str:
     """The local file or directory behind a `--model` value (downloading a hub id if needed)."""
     if spec.startswith("packaged:"):
         return packaged_model_path(spec.removeprefix("packaged:"))
+    if not files.is_local(spec):  # gs://...: a local copy under ~/.cache/jaxprune, made once
+        if not files.exists(spec):
+            raise CheckpointError(f"--model={spec}: no such file or folder")
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        return files.download_dir(spec, os.path.join(os.path.expanduser("~/.cache/jaxprune/remote"), digest))
     if os.path.exists(spec):
         return spec
     if _is_hub_id(spec):

@@ -70,19 +70,47 @@ def assistant_text(reasoning: str, answer: str, thinking: bool = False) -> str:
     return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if thinking else reasoning + answer
 
 
+class TemplateError(ValueError):
+    """A chat template a chain cannot be rendered under; the message names the tokenizer."""
+
+
 def split_chain(tokenizer, question: str, reasoning: str, answer: str, system: str | None = None, *,
                 thinking: bool = False) -> TokenSplit:
     """Tokenizes a chain into its prompt / reasoning / answer spans under the tokenizer's chat template."""
     content = assistant_text(_REASONING_MARK, _ANSWER_MARK, thinking)
     rendered = tokenizer.apply_chat_template(chat_messages(question, system, content), tokenize=False)
+    if thinking and _REASONING_MARK not in rendered:
+        return _split_dropped_thinking(tokenizer, question, reasoning, answer, system)
     if rendered.count(_REASONING_MARK) != 1 or rendered.count(_ANSWER_MARK) != 1:
-        raise ValueError("the chat template does not render the assistant message verbatim; cannot split the chain")
+        raise TemplateError(f"{_name(tokenizer)}: the chat template does not render the assistant message "
+                            "verbatim; cannot split the chain")
     before, rest = rendered.split(_REASONING_MARK)
     between, after = rest.split(_ANSWER_MARK)
     if between and not thinking:
-        raise ValueError("the chat template inserts text inside the assistant message; cannot split the chain")
+        raise TemplateError(f"{_name(tokenizer)}: the chat template inserts text inside the assistant message; "
+                            "cannot split the chain")
     return TokenSplit(_encode(tokenizer, before), _encode(tokenizer, reasoning),
                       _encode(tokenizer, between + answer + after))
+
+
+def _split_dropped_thinking(tokenizer, question, reasoning, answer, system) -> TokenSplit:
+    """A thinking chain under a template that drops think blocks from assistant turns (DeepSeek-R1 distills keep
+    only what follows `</think>` in the history): the chain is what the model writes after its generation prompt
+    (which opens the block, or is given the opening tag), closed by the template's end of turn."""
+    rendered = tokenizer.apply_chat_template(chat_messages(question, system, _ANSWER_MARK), tokenize=False)
+    prompt = tokenizer.apply_chat_template(chat_messages(question, system), tokenize=False, add_generation_prompt=True)
+    if rendered.count(_ANSWER_MARK) != 1:
+        raise TemplateError(f"{_name(tokenizer)}: the chat template does not render the assistant message "
+                            "verbatim; cannot split the chain")
+    if not prompt.rstrip("\n").endswith(THINK_OPEN):
+        prompt += THINK_OPEN + "\n"
+    end_of_turn = rendered.split(_ANSWER_MARK)[1]
+    return TokenSplit(_encode(tokenizer, prompt), _encode(tokenizer, reasoning),
+                      _encode(tokenizer, f"\n{THINK_CLOSE}\n\n{answer}{end_of_turn}"))
+
+
+def _name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
 
 def generation_prompt(tokenizer, question: str, system: str | None = None) -> tuple[int, ...]:

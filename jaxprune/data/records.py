@@ -116,6 +116,9 @@ class JsonlAppender:
 
     def _repair_and_collect_ids(self, check) -> set[str]:
         if not files.exists(self.path):
+            # Locally `open("a")` creates the file; a bucket object exists once uploaded, so upload it on close even
+            # if nothing is appended (a process merging the parts of others expects every part).
+            self._pending = not self._local
             return set()
         data = epath.Path(self.path).read_bytes()
         whole = data.rfind(b"\n") + 1
@@ -129,7 +132,11 @@ class JsonlAppender:
             if not self._local:
                 self._lines.append(line)
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise RecordError(f"{self.path}:{number}: not valid JSON ({error.msg}); this output was written "
+                                      "by something else, or damaged: move it away to start over") from None
                 if check is not None:
                     check(record, f"{self.path}:{number}")
                 if "id" in record:

@@ -52,7 +52,7 @@ def training_example(student_tokenizer, record: dict[str, Any], reasoning: str) 
     everything after the generation prompt, so a thinking chain's `<think>` is learned where the template leaves it
     to the model (Qwen3) and not where the prompt already ends with it (DeepSeek-R1 distills)."""
     split = split_chain(student_tokenizer, record["question"], reasoning, record["answer"], record.get("system"),
-                        thinking=bool(record.get("thinking")))
+                        thinking=record.get("thinking") is True)
     tokens = split.chain()
     prompt = generation_prompt(student_tokenizer, record["question"], record.get("system"))
     given = len(prompt) if split.prompt[:len(prompt)] == prompt else len(split.prompt)

@@ -18,7 +18,7 @@ from typing import Any
 from absl import flags, logging
 
 from jaxprune import distributed, files
-from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.checkpoints import DEFAULT_MODEL, CheckpointError
 from jaxprune.distill.train import TrainConfig
 from jaxprune.sharding import parse_mesh_shape
 
@@ -66,7 +66,7 @@ def distill(config: DistillConfig) -> str:
     distributed.log_topology(mesh)
     student, tokenizer = load_model(config.student, dtype=jnp.dtype(config.dtype), mesh=mesh)
     if tokenizer is None:
-        raise ValueError(f"--student={config.student}: no tokenizer files next to the model")
+        raise CheckpointError(f"--student={config.student}: no tokenizer files next to the model")
     examples = _examples(chains, tokenizer, config)
 
     files.make_dir(config.output_dir)
@@ -114,7 +114,7 @@ def _examples(chains: Chains, tokenizer, config: DistillConfig):
             if spec not in pruner_tokenizers:
                 pruner_tokenizers[spec] = load_tokenizer(spec)
                 if pruner_tokenizers[spec] is None:
-                    raise ValueError(f"pruner {spec}: no tokenizer files next to the model")
+                    raise CheckpointError(f"pruner {spec}: no tokenizer files next to the model")
             pruner = pruner_tokenizers[spec]
         return training_example(tokenizer, record, reasoning_at(record, pruner, config.keep_ratio))
 

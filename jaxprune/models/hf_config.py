@@ -20,6 +20,17 @@ class Family(NamedTuple):
     architecture: str                                   # the `transformers` class `config.json` names
     read: Callable[[dict[str, Any], str], dict[str, Any]]  # config -> our variant fields
     write: Callable[[ModelConfig], dict[str, Any]]      # our config -> the family's own fields
+    defaults: dict[str, Any] = {}                        # what `transformers` assumes for a field a config leaves out
+
+
+# `transformers`' own defaults (its config classes), for hub configs that spell out only what differs: Gemma 3 4B's
+# `text_config` names six fields.
+_QWEN_DEFAULTS = {"rms_norm_eps": 1e-6, "max_window_layers": 28, "max_position_embeddings": 32768}
+_GEMMA3_DEFAULTS = {"vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "rms_norm_eps": 1e-6,
+                    "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0, "query_pre_attn_scalar": 256,
+                    "sliding_window": 4096, "max_position_embeddings": 131_072, "tie_word_embeddings": True,
+                    "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}
 
 
 def _windowed_layers(config: dict[str, Any], window: int | None) -> tuple[str, ...]:
@@ -43,12 +54,14 @@ def _read_mistral(config, source):
             "layer_types": (SLIDING_ATTENTION,) * config["num_hidden_layers"] if window else ()}
 
 
-def _read_qwen(qkv_bias: bool, qk_norm: bool):
+def _read_qwen(qk_norm: bool):
     def read(config, source):
         window = int(config["sliding_window"]) if config.get("use_sliding_window") and config.get("sliding_window") \
             else None
-        return {"qkv_bias": qkv_bias, "qk_norm": qk_norm, "sliding_window": window,
-                "layer_types": _windowed_layers(config, window)}
+        # Qwen2 always has q/k/v biases; Qwen3 follows `attention_bias`, on all four projections.
+        bias = bool(config.get("attention_bias", False))
+        return {"qkv_bias": bias if qk_norm else True, "o_bias": bias if qk_norm else False, "qk_norm": qk_norm,
+                "sliding_window": window, "layer_types": _windowed_layers(config, window)}
     return read
 
 
@@ -87,7 +100,7 @@ def _write_qwen(c):
 
 
 def _write_qwen3(c):
-    return {**_write_qwen(c), "attention_bias": False}
+    return {**_write_qwen(c), "attention_bias": c.qkv_bias}
 
 
 def _integral(value: float) -> float | int:
@@ -104,11 +117,12 @@ def _write_gemma3(c):
 
 
 FAMILIES = {
-    "llama": Family("LlamaForCausalLM", _read_llama, _write_llama),
-    "mistral": Family("MistralForCausalLM", _read_mistral, _write_mistral),
-    "qwen2": Family("Qwen2ForCausalLM", _read_qwen(qkv_bias=True, qk_norm=False), _write_qwen),
-    "qwen3": Family("Qwen3ForCausalLM", _read_qwen(qkv_bias=False, qk_norm=True), _write_qwen3),
-    "gemma3_text": Family("Gemma3ForCausalLM", _read_gemma3, _write_gemma3),
+    "llama": Family("LlamaForCausalLM", _read_llama, _write_llama, {"rms_norm_eps": 1e-6}),
+    "mistral": Family("MistralForCausalLM", _read_mistral, _write_mistral,
+                      {"rms_norm_eps": 1e-6, "sliding_window": 4096, "max_position_embeddings": 131_072}),
+    "qwen2": Family("Qwen2ForCausalLM", _read_qwen(qk_norm=False), _write_qwen, _QWEN_DEFAULTS),
+    "qwen3": Family("Qwen3ForCausalLM", _read_qwen(qk_norm=True), _write_qwen3, _QWEN_DEFAULTS),
+    "gemma3_text": Family("Gemma3ForCausalLM", _read_gemma3, _write_gemma3, _GEMMA3_DEFAULTS),
 }
 
 
@@ -151,7 +165,9 @@ def _language_model(config: dict[str, Any]) -> dict[str, Any]:
         return config
     text = {"model_type": "gemma3_text", **(config.get("text_config") or {})}
     for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        text.setdefault(field, config.get(field))
+        if config.get(field) is not None:
+            text.setdefault(field, config[field])
+    text["final_logit_softcapping"] = None  # the image-text model never soft-caps its logits
     return text
 
 
@@ -165,18 +181,22 @@ def config_from_hf_dict(config: dict[str, Any], source: str = "config.json") -> 
                           f"(supported: {', '.join(FAMILIES)})")
     if model_type != "gemma3_text" and config.get("hidden_act", "silu") != "silu":
         raise ConfigError(f"{source}: field 'hidden_act'={config['hidden_act']!r} is not supported (only 'silu')")
+    config = {**FAMILIES[model_type].defaults, **config}
     num_heads = int(_require(config, "num_attention_heads", source))
     hidden_size = int(_require(config, "hidden_size", source))
+    vocab_size = int(_require(config, "vocab_size", source))
+    intermediate_size = int(_require(config, "intermediate_size", source))
     _require(config, "num_hidden_layers", source)
     theta, scaling = _rope_fields(config, source)
     eos = config.get("eos_token_id")
     eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+    variant = FAMILIES[model_type].read(config, source)  # its errors name the file already
     try:
         return ModelConfig(
             model_type=model_type,
-            vocab_size=int(_require(config, "vocab_size", source)),
+            vocab_size=vocab_size,
             hidden_size=hidden_size,
-            intermediate_size=int(_require(config, "intermediate_size", source)),
+            intermediate_size=intermediate_size,
             num_layers=int(config["num_hidden_layers"]),
             num_heads=num_heads,
             num_kv_heads=int(config.get("num_key_value_heads") or num_heads),
@@ -185,11 +205,11 @@ def config_from_hf_dict(config: dict[str, Any], source: str = "config.json") -> 
             rope_theta=theta,
             rope_scaling=scaling,
             max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", model_type == "gemma3_text")),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             bos_token_id=config.get("bos_token_id"),
             eos_token_ids=eos_ids,
             pad_token_id=config.get("pad_token_id"),
-            **FAMILIES[model_type].read(config, source),
+            **variant,
         )
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None

@@ -61,7 +61,7 @@ class ChainPruner:
 
     def split(self, record: dict[str, Any]) -> TokenSplit:
         split = split_chain(self.tokenizer, record["question"], record["reasoning"], record["answer"],
-                            record.get("system", self.system_prompt), thinking=bool(record.get("thinking")))
+                            record.get("system", self.system_prompt), thinking=record.get("thinking") is True)
         if not split.reasoning:
             raise SkippedChain("empty reasoning")
         if not record["answer"].strip():
