@@ -1,5 +1,7 @@
 """Exact greedy pruning against a naive reference written here: physically delete, full forward, score."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,3 +175,22 @@ def test_smollm2_short_real_chain_equals_naive_reference(smollm2, objective):
     trace = greedy_prune(Scorer(model), split, PruneConfig(keep_ratio=0.8, objective=objective))
     assert len(trace.deletion_order) == 5
     assert trace.deletion_order == naive_batched_greedy(model, split, 0.8, objective, batch=len(split.reasoning))
+
+
+# Sliding-window layers with a window shorter than the chain (Gemma 3 / Mistral style): the scorer's cached and
+# prefix-shared passes must drop the same keys a plain forward of the shortened chain drops.
+WINDOWED = dataclasses.replace(CONFIG, layer_types=("sliding_attention", "full_attention"), sliding_window=6,
+                               local_rope_theta=100.0)
+
+
+def test_with_a_sliding_window_shorter_than_the_chain_the_order_equals_naive_reference():
+    model = Llama(WINDOWED, rngs=nnx.Rngs(3))
+    split = random_split(5, prompt=7, reasoning=14, answer=5)
+    scorer = Scorer(model, token_budget=64)
+    tokens = np.asarray(split.chain())
+    shared = scorer.score_step(tokens, 7, 14, scorer.base_pass(tokens))
+    unshared = scorer.score_step_unshared(tokens, 7, 14)
+    np.testing.assert_allclose(shared.reasoning, unshared.reasoning, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(shared.answer, unshared.answer, atol=1e-4, rtol=0)
+    trace = greedy_prune(scorer, split, PruneConfig(keep_ratio=0.5, objective="joint"))
+    assert trace.deletion_order == naive_greedy(model, split, 0.5, "joint")
