@@ -228,3 +228,23 @@ def test_the_step_compiles_ahead_of_time_on_abstract_sharded_parameters(lora_ran
     for out, x in zip(jax.tree.leaves(compiled.output_shardings[0]), jax.tree.leaves(abstract.trainable)):
         assert out.is_equivalent_to(x.sharding, len(x.shape))  # updated parameters stay where they were
     assert compiled.memory_analysis() is not None
+
+
+def test_a_batch_padded_to_its_length_bucket_gives_the_loss_and_gradients_of_one_padded_to_max_length():
+    from jaxprune.distill.train import LENGTH_BUCKET, batch_length
+
+    model = Llama(CONFIG, rngs=nnx.Rngs(0))
+    rng = np.random.RandomState(0)
+    examples = [Example(rng.randint(0, CONFIG.vocab_size, n).astype(np.int32), rng.rand(n) > 0.3) for n in (20, 37)]
+    indices = np.arange(2)
+    length = batch_length(examples, indices, 256)
+    assert length == LENGTH_BUCKET  # 37 tokens round up to one bucket, not to max_length
+
+    def loss_and_grads(padded_to):
+        graphdef, params = nnx.split(model)
+        batch = [jnp.asarray(a) for a in make_batch(examples, indices, padded_to)]
+        return jax.value_and_grad(lambda p: masked_loss(nnx.merge(graphdef, p), *batch))(params)
+
+    (short, short_grads), (long, long_grads) = loss_and_grads(length), loss_and_grads(256)
+    np.testing.assert_allclose(short, long, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), short_grads, long_grads)

@@ -20,10 +20,11 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Sharding
 
 from jaxprune.distill.examples import Example
-from jaxprune.distill.train import TrainConfig, epoch_permutation, make_batch
+from jaxprune.distill.train import TrainConfig, epoch_permutation, make_batch, padded_length
 
 Chains = Sequence[tuple[str, dict[str, Any]]]  # random access `(where, record)` pairs, e.g. `TfdsChains`
 
@@ -115,14 +116,25 @@ class Loader:
 
     def __next__(self) -> list[jax.Array]:
         local = next(self.iterator)
+        length = self._padded_length(local[2])
+        local = [field[:, :length] for field in local]
         if self._sharding is None:
             return [jnp.asarray(field) for field in local]
 
         def shard(index, field):
             return local[field][[self._local[row] for row in range(*index[0].indices(self._shape[0]))]]
 
-        return [jax.make_array_from_callback(self._shape, self._sharding, functools.partial(shard, field=field))
+        shape = (self._shape[0], length)
+        return [jax.make_array_from_callback(shape, self._sharding, functools.partial(shard, field=field))
                 for field in range(3)]
+
+    def _padded_length(self, valid: np.ndarray) -> int:
+        """The length the JSONL path pads this batch to (`train.padded_length` of its longest row): a process sees
+        only its rows, so with several the longest is agreed on first."""
+        longest = int(valid.sum(axis=1).max())  # rows are right-padded
+        if self._sharding is not None and jax.process_count() > 1:
+            longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+        return padded_length(longest, self._shape[1])
 
     def checkpoint_args(self, *, restore: bool) -> dict[str, Any]:
         """The orbax item that saves (or restores into) the iterator's position."""
