@@ -103,8 +103,8 @@ def saved_llama(tmp_path):
 
 
 def test_unknown_architecture_is_refused_naming_file_and_field(saved_llama):
-    _edit_config(saved_llama, model_type="gemma3")
-    with pytest.raises(ConfigError, match=r"config\.json: field 'model_type'='gemma3' is not a supported"):
+    _edit_config(saved_llama, model_type="gpt_neox")
+    with pytest.raises(ConfigError, match=r"config\.json: field 'model_type'='gpt_neox' is not a supported"):
         load_hf_model(str(saved_llama))
 
 
