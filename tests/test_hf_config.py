@@ -62,3 +62,8 @@ def test_a_config_error_names_the_file_once(tmp_path):
     with pytest.raises(ConfigError) as error:
         _saved(tmp_path, {**GEMMA3_4B["text_config"], "attn_logit_softcapping": 50.0})
     assert str(error.value).count("config.json") == 1 and "attn_logit_softcapping" in str(error.value)
+
+
+def test_an_image_text_gemma3_never_soft_caps_as_transformers_does_not(tmp_path):
+    text = {**GEMMA3_4B["text_config"], "final_logit_softcapping": 30.0}
+    assert _saved(tmp_path, {**GEMMA3_4B, "text_config": text}).final_logit_softcapping is None
