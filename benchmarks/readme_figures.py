@@ -16,7 +16,7 @@ import warnings
 
 from absl import app, flags
 
-from jaxprune.analysis.chain_view import _colour, deletion_steps, token_texts
+from jaxprune.analysis.chain_view import deletion_steps, step_colour, token_texts
 from jaxprune.checkpoints import load_tokenizer
 from jaxprune.data.records import read_jsonl
 from jaxprune.plotting import pyplot, save_figure
@@ -76,7 +76,7 @@ def main(argv):
         alpha = 0.45 if gone else 1.0  # the page's `.gone`: opacity 0.45 and a line through
         if step is not None:  # kept tokens have no background
             axes.add_patch(plt.Rectangle((x, base - _LINE * 0.85), len(piece) * _CHAR, _LINE * 0.8,
-                                         color=rgb(_colour(step, total)), alpha=alpha, lw=0))
+                                         color=rgb(step_colour(step, total)), alpha=alpha, lw=0))
         axes.text(x, base - _LINE * 0.45, piece, family="DejaVu Sans Mono", fontsize=_FONT, va="center",
                   weight="bold" if step is None else "normal", alpha=alpha)
         if gone:
@@ -89,7 +89,7 @@ def main(argv):
     key_left, key_width = left + 1.0, 2.6
     for step in range(1, total + 1):
         axes.add_patch(plt.Rectangle((key_left + (step - 1) * key_width / total, y - 0.7 * _LINE),
-                                     key_width / total, 0.8 * _LINE, color=rgb(_colour(step, total)), lw=0))
+                                     key_width / total, 0.8 * _LINE, color=rgb(step_colour(step, total)), lw=0))
     axes.text(key_left + key_width + 0.1, y - 0.3 * _LINE, f"deleted last (step {total})", fontsize=_FONT - 1,
               va="center")
     axes.text(width - 0.3, y - 0.3 * _LINE, "kept", family="DejaVu Sans Mono", weight="bold", fontsize=_FONT,

@@ -89,7 +89,7 @@ if (colouring) colouring.addEventListener('change', () => {{
 """
 
 
-def _colour(step: int, total: int) -> str:
+def step_colour(step: int, total: int) -> str:
     fraction = (step - 1) / max(total - 1, 1)
     lightness = 88 - 45 * fraction
     return f"hsl({50 - 50 * fraction:.0f}, 85%, {lightness:.0f}%)"
@@ -124,7 +124,7 @@ def html_view(records: Sequence[dict[str, Any]], tokenizer,
                 spans.append(f'<span class="tok kept" data-step="0"{role_data} title="kept{role_title}">'
                              f'{html.escape(text)}</span>')
             else:
-                colour = _colour(step, total)
+                colour = step_colour(step, total)
                 spans.append(f'<span class="tok" data-step="{step}" data-stepcolour="{colour}"{role_data} '
                              f'style="background:{colour}" title="deleted at step {step} of {total}{role_title}">'
                              f'{html.escape(text)}</span>')
