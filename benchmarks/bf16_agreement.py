@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prune_speed import gsm8k_chains  # noqa: E402  (a sibling script, not a package)
+from gsm8k_solutions import gsm8k_chains  # noqa: E402  (a sibling script, not a package)
 
 from jaxprune.pruning.agreement import kept_overlap, ranks  # noqa: E402
 

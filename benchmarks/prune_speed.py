@@ -18,34 +18,17 @@ The approximate modes against exact greedy: `benchmarks/approx_agreement.py`.
 
 import json
 import os
-import re
 import time
 
 import numpy as np
 from absl import app, flags
+from gsm8k_solutions import gsm8k_chains  # this folder is on the path when run as a script
 
 _CHAINS = flags.DEFINE_string("chains", "gsm8k", "'gsm8k' or a chain JSONL path.")
 _GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K file for --chains=gsm8k.")
 _NUM_CHAINS = flags.DEFINE_integer("num_chains", 3, "How many chains to prune.")
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Keep ratio of the exact comparison (a, b).")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the PyTorch reference (a).")
-
-
-def gsm8k_chains(path, count):
-    """GSM8K problems with their worked solutions (calculator annotations removed) as reasoning."""
-    from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
-
-    chains = []
-    for line in open(path):
-        record = json.loads(line)
-        solution, gold = record["answer"].split("####")
-        reasoning = re.sub(r"<<[^>]*>>", "", solution).strip() + "\n"
-        if 80 <= len(reasoning) <= 160:
-            chains.append({"question": record["question"], "reasoning": reasoning, "system": GSM8K_SYSTEM_PROMPT,
-                           "answer": json.dumps({"answer": gold.strip()})})
-        if len(chains) == count:
-            return chains
-    return chains
 
 
 def torch_reference_prune(model, split, keep_ratio, tie_tolerance):

@@ -146,24 +146,25 @@ def teacher_programs(config: ModelConfig, mesh: Mesh, *, dtype, batch_size: int,
 
 def _suffix_call_shape(prompt: int, reasoning_left: int, answer: int, token_budget: int, row_multiple: int):
     """Rows and width of the scoring kernel's largest call at a step, from the kernel's own packer."""
-    from jaxprune.pruning.scoring import LENGTH_BUCKET, _round_up, call_rows, pack_suffixes
+    from jaxprune.pruning.packing import ChainSuffixes, call_rows, pack_suffixes, round_up
+    from jaxprune.pruning.scoring import LENGTH_BUCKET
 
     length = prompt + reasoning_left + answer
-    packed = pack_suffixes(np.zeros(length, np.int32), length, np.arange(prompt, prompt + reasoning_left),
-                           token_budget, row_multiple)
-    rows, width = packed.tokens.shape
-    return max(call_rows(rows, width, token_budget, row_multiple)), width, _round_up(length, LENGTH_BUCKET)
+    chain = ChainSuffixes(np.zeros(length, np.int32), np.arange(prompt, prompt + reasoning_left))
+    rows, width = pack_suffixes([chain], token_budget, row_multiple).tokens.shape
+    return max(call_rows(rows, width, token_budget, row_multiple)), width, round_up(length, LENGTH_BUCKET)
 
 
 def prune_programs(config: ModelConfig, mesh: Mesh, *, dtype, token_budget: int, prompt: int,
                    reasoning: list[int], answer: int, keep_ratio: float) -> list[Program]:
     from jaxprune.pruning.greedy import deletions_for
-    from jaxprune.pruning.scoring import LENGTH_BUCKET, _base_pass, _round_up, _suffix_pass
+    from jaxprune.pruning.packing import round_up
+    from jaxprune.pruning.scoring import LENGTH_BUCKET, _base_pass, _suffix_pass
 
     graphdef, params = abstract_params(config, dtype, mesh)
     multiple = sharding.batch_shards(mesh)
     vocab_chunk = 4096  # the Scorer's default
-    slots = _round_up(prompt + max(reasoning) + answer, LENGTH_BUCKET)
+    slots = round_up(prompt + max(reasoning) + answer, LENGTH_BUCKET)
     programs = [Program(f"base pass ({slots} tokens)", _base_pass,
                         (graphdef, params, _replicated(mesh, (1, slots), jnp.int32), _replicated(mesh, (), jnp.int32)),
                         {"vocab_chunk": vocab_chunk, "with_attention": False},
@@ -179,7 +180,8 @@ def prune_programs(config: ModelConfig, mesh: Mesh, *, dtype, token_budget: int,
                       for _ in range(config.num_layers))
         row_args = [_rows(mesh, (rows, width), jnp.int32) for _ in range(5)]
         programs.append(Program(f"suffix call (reasoning {n}: {rows} rows x {width}, prefix {prefix})", _suffix_pass,
-                                (graphdef, params, cache, *row_args), {"vocab_chunk": vocab_chunk},
+                                (graphdef, params, cache, _rows(mesh, (rows,), jnp.int32), *row_args),
+                                {"vocab_chunk": vocab_chunk},
                                 per_device(mesh, rows, cost_model.matmul_flops(config, tokens=rows * width,
                                                                                head_tokens=rows * width),
                                            cost_model.attention_flops(config, tokens=rows * width,

@@ -253,6 +253,7 @@ def test_cli_refuses_bad_settings_before_loading_the_model(tmp_path, flag, messa
 
 
 def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_dir):
+    """The killed and resumed runs prune three chains at a time (chains finish out of order), the reference one."""
     chains = [dict(CHAINS[1], id=f"chain-{i}", reasoning=CHAINS[1]["reasoning"] * (1 + i % 2)) for i in range(8)]
     source = write_chains(tmp_path / "chains.jsonl", chains)
     args = [f"--model={tiny_dir}", f"--input={source}", "--keep_ratio=0.7", "--show=0"]
@@ -260,11 +261,13 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_d
     assert reference.returncode == 0, reference.stderr
 
     killed = tmp_path / "killed.jsonl"
-    written = kill_after_lines(PRUNE, [*args, f"--output={killed}"], killed, lines=2)
+    written = kill_after_lines(PRUNE, [*args, "--chains_per_call=3", f"--output={killed}"], killed, lines=2)
     assert 2 <= written < len(chains), "the run must be killed mid-way"
-    resumed = cli(*args, f"--output={killed}")
+    resumed = cli(*args, "--chains_per_call=3", f"--output={killed}")
     assert resumed.returncode == 0, resumed.stderr
-    assert killed.read_text() == (tmp_path / "reference.jsonl").read_text()
+    # the same records in input order; only token_forwards differ, since a shared call's padding is split
+    without_cost = lambda path: [{k: v for k, v in r.items() if k != "token_forwards"} for r in read_output(path)]  # noqa: E731
+    assert without_cost(killed) == without_cost(tmp_path / "reference.jsonl")
 
 
 def test_two_processes_prune_their_shares_and_process_zero_merges(tmp_path, tiny_dir):

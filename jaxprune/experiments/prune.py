@@ -34,6 +34,8 @@ _SYSTEM_PROMPT = flags.DEFINE_string("system_prompt", GSM8K_SYSTEM_PROMPT, "Syst
 _ON_INVALID = flags.DEFINE_enum("on_invalid", "skip", ("skip", "fail"), "Chains with empty reasoning, no answer, "
                                 "or too long: skip them (counted, logged) or fail.")
 _MAX_CHAINS = flags.DEFINE_integer("max_chains", None, "Prune only the first N chains.")
+_CHAINS_PER_CALL = flags.DEFINE_integer("chains_per_call", 1, "Chains pruned together, their greedy steps sharing "
+                                        "scoring calls (fills the calls of short chains; same orders).")
 _TOKEN_BUDGET = flags.DEFINE_integer("token_budget", 4096, "Tokens per scoring call (memory vs. speed).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype; bfloat16 is approximate.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: candidate rows over data (and fsdp), "
@@ -56,7 +58,8 @@ def main(argv):
     try:
         config = RunConfig(input=_INPUT.value, output=_OUTPUT.value, prune=prune, method=method, model=_MODEL.value,
                            system_prompt=_SYSTEM_PROMPT.value or None, on_invalid=_ON_INVALID.value,
-                           max_chains=_MAX_CHAINS.value, dtype=_DTYPE.value)
+                           max_chains=_MAX_CHAINS.value, chains_per_call=_CHAINS_PER_CALL.value,
+                           dtype=_DTYPE.value)
     except ValueError as error:
         raise cli.FlagError(str(error)) from None
 

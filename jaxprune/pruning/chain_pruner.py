@@ -10,12 +10,14 @@ is resumed from it: its deletions are replayed and only the missing ones compute
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from jaxprune.data.prompts import TokenSplit, split_chain
 from jaxprune.data.records import RecordError
 from jaxprune.pruning.greedy import PruneConfig, PruneTrace, deletions_for
 from jaxprune.pruning.methods import PruningMethod, make_method
+from jaxprune.pruning.multi_chain import prune_together
 from jaxprune.pruning.scoring import Scorer
 
 DTYPES = ("float32", "bfloat16")
@@ -77,11 +79,28 @@ class ChainPruner:
     def prune(self, record: dict[str, Any], split: TokenSplit, config: PruneConfig, *, where: str = "record",
               on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """The pruned record of `record` (`where` names it in errors)."""
-        start = self._saved_trace(record, split, config, where)
-        before = self.scorer.forward_tokens
-        trace = self.method.prune(self.scorer, split, record, config, start=start, on_step=on_step)
-        spent = self.scorer.forward_tokens - before + (record.get("token_forwards", 0) if start else 0)
-        return self._pruned_record(record, split, trace, config, spent)
+        report = None if on_step is None else (lambda _, done, total: on_step(done, total))
+        [(_, pruned)] = self.prune_many([(where, record, split)], config, on_step=report)
+        return pruned
+
+    def prune_many(self, chains: Iterable[tuple[str, dict[str, Any], TokenSplit]], config: PruneConfig, *,
+                   chains_per_call: int = 1, on_step: Callable[[str, int, int], None] | None = None,
+                   ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """`(where, pruned record)` of each `(where, record, split)`, as each finishes; up to `chains_per_call`
+        chains are pruned together, their greedy steps sharing kernel calls (`multi_chain.py`; same orders).
+        `on_step(where, done, total)` reports each chain's progress."""
+        def jobs():
+            for where, record, split in chains:
+                start = self._saved_trace(record, split, config, where)
+                report = None if on_step is None else functools.partial(on_step, where)
+                inputs[where] = record, split, start
+                yield where, self.method.steps(self.scorer, split, record, config, start=start, on_step=report)
+
+        inputs: dict[str, tuple] = {}
+        for where, trace, spent in prune_together(self.scorer, jobs(), chains_per_call=chains_per_call):
+            record, split, start = inputs.pop(where)
+            spent += record.get("token_forwards", 0) if start else 0
+            yield where, self._pruned_record(record, split, trace, config, spent)
 
     def _saved_trace(self, record, split: TokenSplit, config: PruneConfig, where: str) -> PruneTrace | None:
         """The progress an input record already carries, cut to the requested keep ratio."""

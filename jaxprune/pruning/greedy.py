@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Protocol
+from typing import Generator, Protocol
 
 import numpy as np
 
 from jaxprune.data.prompts import TokenSplit
-from jaxprune.pruning.scoring import BasePass, Scorer
+from jaxprune.pruning.scoring import BasePass, Scorer, StepRequest, StepScores
 
 OBJECTIVES = ("joint", "answer")
 # Candidates whose scores differ by less than this many nats are tied (float32 noise is ~1e-5 nats on a chain);
@@ -86,10 +86,32 @@ class CandidatePolicy(Protocol):
         deleted."""
 
 
+# A pruning run as a generator: it yields each step's scoring request and is sent the step's scores, so that a driver
+# can score the steps of several chains in one call (`score_alone` scores one chain's, `multi_chain.py` many).
+PruneSteps = Generator[StepRequest, StepScores, PruneTrace]
+
+
+def score_alone(scorer: Scorer, steps: PruneSteps) -> PruneTrace:
+    """Runs one chain's pruning generator to its end, scoring each step on its own."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(scorer.score_steps([request])[0])
+    except StopIteration as finished:
+        return finished.value
+
+
 def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: PruneTrace | None = None,
+                 on_step=None, **approximations) -> PruneTrace:
+    """Prunes `split.reasoning` down to `config.keep_ratio` (`greedy_steps`, each step scored on its own)."""
+    return score_alone(scorer, greedy_steps(scorer, split, config, start, on_step, **approximations))
+
+
+def greedy_steps(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: PruneTrace | None = None,
                  on_step=None, *, deletions_per_step: int = 1, policy: CandidatePolicy | None = None,
-                 suffix_limit: int | None = None, incremental_base: bool = False) -> PruneTrace:
-    """Prunes `split.reasoning` down to `config.keep_ratio`; `on_step(done, total)` reports progress.
+                 suffix_limit: int | None = None, incremental_base: bool = False) -> PruneSteps:
+    """Prunes `split.reasoning` down to `config.keep_ratio`, yielding each step's `StepRequest`; `on_step(done,
+    total)` reports progress. Base passes run here, on `scorer`.
 
     Exact by default; `deletions_per_step`, a candidate `policy` and a `suffix_limit` (see `Scorer.score_step`)
     each make it approximate. `incremental_base` reruns each step's base pass only from the last deletion on
@@ -119,7 +141,7 @@ def greedy_prune(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
             return trace
         chosen_indices = None if policy is None else policy.choose(remaining)
         candidates = None if chosen_indices is None else prompt_length + np.asarray(chosen_indices, np.int64)
-        scores = scorer.score_step(tokens, prompt_length, len(remaining), base, candidates, suffix_limit)
+        scores = yield StepRequest(tokens, prompt_length, len(remaining), base, candidates, suffix_limit)
         objective = scores.objective(config.objective)
         original_positions = remaining[scores.candidates - prompt_length]
         count = min(deletions_per_step, target - len(trace.deletion_order))

@@ -37,12 +37,15 @@ class RunConfig:
     system_prompt: str | None = GSM8K_SYSTEM_PROMPT  # used when a record has no `system`
     on_invalid: str = "skip"             # or "fail": chains that cannot be pruned
     max_chains: int | None = None
+    chains_per_call: int = 1             # chains pruned together, their steps sharing scoring calls (same orders)
     dtype: str = "float32"               # the dtype the caller loaded the model in; recorded, since bfloat16
                                          # scores can pick other tokens than float32 ones (not exact greedy)
 
     def __post_init__(self):
         if isinstance(self.method, str):
             object.__setattr__(self, "method", make_method(self.method))
+        if self.chains_per_call < 1:
+            raise ValueError(f"chains_per_call must be >= 1, got {self.chains_per_call}")
         if self.on_invalid not in ("skip", "fail"):
             raise ValueError(f"on_invalid must be 'skip' or 'fail', got {self.on_invalid!r}")
         if self.dtype not in DTYPES:
@@ -98,22 +101,26 @@ def prune_dataset(config: RunConfig, model, tokenizer, *, token_budget: int = 40
         mine = parts.mine(chains)
         todo = [(where, r) for where, r in mine if str(r["id"]) not in appender.done_ids]
         counts["already done"] = len(mine) - len(todo)
-        steps_done, started = 0, time.perf_counter()
-        progress = tqdm(todo, desc=f"pruning ({config.method.name})", unit="chain", mininterval=1.0)
-        for where, record in progress:
+        for where, _ in todo:
             if where in skipped:
                 logging.warning("%s: skipped (%s)", where, skipped[where])
                 counts[f"skipped: {skipped[where]}"] += 1
-                continue
+        progress = tqdm(total=len(todo) - sum(where in skipped for where, _ in todo), unit="chain", mininterval=1.0,
+                        desc=f"pruning ({config.method.name})")
+        deletions, started = {}, time.perf_counter()
 
-            def on_step(done, total):
-                progress.set_postfix(step=f"{done}/{total}",
-                                     steps_per_s=f"{(steps_done + done) / (time.perf_counter() - started):.2f}")
+        def on_step(where, done, total):
+            deletions[where] = done
+            rate = sum(deletions.values()) / (time.perf_counter() - started)
+            progress.set_postfix(chain_step=f"{done}/{total}", deletions_per_s=f"{rate:.2f}", refresh=False)
 
-            pruned = pruner.prune(record, splits[where], config.prune, where=where, on_step=on_step)
-            steps_done += len(pruned["deletion_order"])
+        jobs = ((where, record, splits[where]) for where, record in todo if where not in skipped)
+        for where, pruned in pruner.prune_many(jobs, config.prune, chains_per_call=config.chains_per_call,
+                                               on_step=on_step):
             appender.append(pruned)
             counts["pruned"] += 1
+            progress.update()
+        progress.close()
     parts.merge([str(record["id"]) for _, record in chains])
     for reason, number in sorted(counts.items()):
         logging.info("%s: %d", reason, number)

@@ -9,9 +9,11 @@ tokens). Candidate c (a reasoning position) is `x` without `x[c]`. Its score spl
 * targets from `c+2` on: their queries `x[c+1:T-1]` must be recomputed (positions shift down by one), attending to
   the base pass's keys/values of `x[:c]` and to each other.
 
-Only that suffix is recomputed. The suffixes of all candidates are packed first-fit into rows of a fixed width, so a
-row holds several candidates, each attending to its own visible prefix of the shared KV and, block-diagonally, to
-itself. Rows are padded to a few bucketed shapes so the loop compiles rarely; rows can be sharded over devices.
+Only that suffix is recomputed. The suffixes of all candidates are packed first-fit into rows of a fixed width
+(`packing.py`), so a row holds several candidates, each attending to its own visible prefix of the shared KV and,
+block-diagonally, to itself. Steps of several chains can share kernel calls (`Scorer.score_steps`): a row holds one
+chain's suffixes and reads that chain's cache. Rows are padded to a few bucketed shapes so the loop compiles rarely;
+rows can be sharded over devices.
 Log-probabilities are computed in float32 and summed on the host in float64.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +31,12 @@ from jax.sharding import Mesh
 
 from jaxprune import sharding as sharding_lib
 from jaxprune.models.llama import Llama, init_cache, positions_from_keep
+from jaxprune.pruning.packing import (ROW_BUCKETS, ChainSuffixes, PackedRows, call_rows, pack_suffixes, round_up,
+                                      suffix_lengths)
 
 LENGTH_BUCKET = 32   # base-pass lengths are rounded up to a multiple of this
-WIDTH_MULTIPLE = 16  # row widths of the packed suffixes are multiples of this
 # Window widths of incremental base passes: about 1.25x apart, so a chain's steps compile a few programs.
 BASE_WIDTHS = tuple(sorted({-(-int(32 * 1.25 ** k) // 32) * 32 for k in range(40)}))
-ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,7 @@ class StepScores:
     candidates: np.ndarray  # compact positions, [k]
     reasoning: np.ndarray   # [k] float64
     answer: np.ndarray      # [k] float64
+    token_forwards: int = 0  # spent in the kernel on this chain's suffixes, its share of padding included
 
     def objective(self, name: str) -> np.ndarray:
         return self.reasoning + self.answer if name == "joint" else self.answer
@@ -62,94 +66,57 @@ class BasePass:
         return np.concatenate([[0.0], self.next_log_probs[: length - 1].astype(np.float64)])
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return max(multiple, -(-value // multiple) * multiple)
-
-
 @dataclasses.dataclass(frozen=True)
-class PackedRows:
-    """Candidate suffixes packed into rows `[rows, width]`; `segment` is -1 on padding."""
+class StepRequest:
+    """One greedy step of one chain to score: the compact chain, its prompt and reasoning lengths, its base pass,
+    the candidates (compact positions; None: every reasoning token) and the suffix limit (`Scorer.score_step`)."""
 
     tokens: np.ndarray
-    positions: np.ndarray
-    visible_prefix: np.ndarray  # how many base-pass keys (x[:c]) each query may see
-    segment: np.ndarray         # index of the candidate within the row's segments, for block-diagonal masking
-    targets: np.ndarray         # token id each query predicts
-    target_position: np.ndarray  # compact position of that target in x (-1 on padding)
-    candidate: np.ndarray       # which candidate (index into the step's candidate list) the query belongs to
+    prompt_length: int
+    reasoning_length: int
+    base: BasePass
+    candidates: np.ndarray | None = None
+    suffix_limit: int | None = None
+
+    def with_candidates(self) -> "StepRequest":
+        if self.candidates is not None:
+            return self
+        every = np.arange(self.prompt_length, self.prompt_length + self.reasoning_length)
+        return dataclasses.replace(self, candidates=every)
+
+    def unchanged_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each candidate's reasoning and answer log-likelihood over the targets its deletion leaves to the base
+        pass (before it, the skipped token, after its limited suffix), and which targets are reasoning / answer."""
+        length, candidates = len(self.tokens), self.candidates
+        target_log_probs = self.base.token_log_probs(length)
+        is_reasoning = np.zeros(length + 1)
+        is_reasoning[self.prompt_length: self.prompt_length + self.reasoning_length] = 1.0
+        is_answer = np.zeros(length + 1)
+        is_answer[self.prompt_length + self.reasoning_length: length] = 1.0
+        lengths = suffix_lengths(length, candidates, self.suffix_limit)  # targets after c + 1 + lengths: untouched
+        scores = []
+        for weights in (is_reasoning, is_answer):
+            before = np.concatenate([[0.0], np.cumsum(weights[:length] * target_log_probs)])
+            skip = weights[candidates + 1] * self.base.skip_log_probs[candidates - 1].astype(np.float64)
+            untouched = before[length] - before[np.minimum(candidates + 2 + lengths, length)]
+            scores.append(before[candidates] + skip + untouched)
+        return scores[0], scores[1], is_reasoning, is_answer
 
 
-def _first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
-    """Bins (rows) of item indices, each holding at most `width` in total; zero-length items are left out."""
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for index in np.argsort(-lengths, kind="stable"):
-        if lengths[index] == 0:
-            continue
-        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
-        if row is None:
-            rows.append([])
-            free.append(width)
-            row = len(rows) - 1
-        rows[row].append(int(index))
-        free[row] -= int(lengths[index])
-    return rows
+def _stacked_caches(bases: Sequence[BasePass]) -> tuple:
+    """The chains' base-pass caches as one `[chains, kv_heads, slots, head_dim]` prefix per layer: one chain's as
+    it is; several padded to a common bucketed slot count and a bucketed chain count (so shapes repeat)."""
+    if len(bases) == 1:
+        return bases[0].cache
+    slots = max(base.cache[0].k.shape[2] for base in bases)
+    slots = next(width for width in BASE_WIDTHS if width >= slots)
+    chains = next(bucket for bucket in ROW_BUCKETS if bucket >= len(bases))
 
+    def stack(*arrays):
+        padded = [jnp.pad(a, ((0, 0), (0, 0), (0, slots - a.shape[2]), (0, 0))) for a in arrays]
+        return jnp.concatenate(padded + [jnp.zeros_like(padded[0])] * (chains - len(arrays)))
 
-def call_rows(rows: int, width: int, token_budget: int, row_multiple: int = 1) -> list[int]:
-    """Row counts of the kernel calls that cover `rows` rows: at most `token_budget` tokens a call, the last one
-    padded up to a bucket so that shapes repeat."""
-    cap = max(row_multiple, token_budget // width // row_multiple * row_multiple)
-    calls = []
-    while rows > 0:
-        calls.append(min(cap, _round_up(next((b for b in ROW_BUCKETS if b >= rows), rows), row_multiple)))
-        rows -= calls[-1]
-    return calls
-
-
-def suffix_lengths(length: int, candidates: np.ndarray, suffix_limit: int | None = None) -> np.ndarray:
-    """How many queries each candidate's suffix recomputes: `x[c+1 : length-1]`, at most `suffix_limit`."""
-    lengths = np.maximum(length - 2 - np.asarray(candidates), 0)
-    return lengths if suffix_limit is None else np.minimum(lengths, suffix_limit)
-
-
-def pack_suffixes(tokens: np.ndarray, length: int, candidates: np.ndarray, token_budget: int = 4096,
-                  row_multiple: int = 1, suffix_limit: int | None = None) -> PackedRows:
-    """Packs, for each candidate c, the queries `x[c+1 : length-1]` (the first `suffix_limit` of them if set)
-    first-fit-decreasing into rows.
-
-    The row width is the multiple of WIDTH_MULTIPLE (between the longest suffix and twice that) whose packing
-    needs the fewest padded tokens once the rows are split into bucketed kernel calls.
-    """
-    lengths = suffix_lengths(length, candidates, suffix_limit)
-    longest = max(int(lengths.max(initial=1)), 1)
-    best = None
-    for width in range(_round_up(longest, WIDTH_MULTIPLE), _round_up(2 * longest, WIDTH_MULTIPLE) + 1,
-                       WIDTH_MULTIPLE):
-        packing = _first_fit_decreasing(lengths, width)
-        cost = width * sum(call_rows(len(packing), width, token_budget, row_multiple))
-        if best is None or cost < best[0]:
-            best = (cost, width, packing)
-    _, width, rows = best
-    shape = (max(len(rows), 1), width)
-    packed = {name: np.full(shape, fill, np.int32) for name, fill in (
-        ("tokens", 0), ("positions", 0), ("visible_prefix", 0), ("segment", -1), ("targets", 0),
-        ("target_position", -1), ("candidate", -1))}
-    for r, members in enumerate(rows):
-        column = 0
-        for segment, index in enumerate(members):
-            c = int(candidates[index])
-            span = slice(column, column + int(lengths[index]))
-            queries = np.arange(c + 1, c + 1 + int(lengths[index]))
-            packed["tokens"][r, span] = tokens[queries]
-            packed["positions"][r, span] = queries - 1
-            packed["visible_prefix"][r, span] = c
-            packed["segment"][r, span] = segment
-            packed["targets"][r, span] = tokens[queries + 1]
-            packed["target_position"][r, span] = queries + 1
-            packed["candidate"][r, span] = index
-            column = span.stop
-    return PackedRows(**packed)
+    return jax.tree.map(stack, *[base.cache for base in bases])
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk", "with_attention"))
@@ -188,15 +155,20 @@ def _base_pass_from(graphdef, params, cache, tokens, start, length, *, vocab_chu
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "vocab_chunk"))
-def _suffix_pass(graphdef, params, prefix, tokens, positions, visible_prefix, segment, targets, *, vocab_chunk):
+def _suffix_pass(graphdef, params, prefix, row_chain, tokens, positions, visible_prefix, segment, targets, *,
+                 vocab_chunk):
+    """Log-probabilities of the packed rows' targets. `prefix` holds the base-pass caches of the call's chains
+    stacked (`[chains, kv_heads, slots, head_dim]` per layer); row r attends to chain `row_chain[r]`'s."""
     model: Llama = nnx.merge(graphdef, params)
-    slots, width = prefix[0].k.shape[2], tokens.shape[1]
+    chains, slots, width = prefix[0].k.shape[0], prefix[0].k.shape[2], tokens.shape[1]
+    if chains > 1:  # each row reads its own chain's keys (one chain: shared by every row without a copy)
+        prefix = jax.tree.map(lambda array: array[row_chain], prefix)
     sees_prefix = jnp.arange(slots)[None, None, :] < visible_prefix[:, :, None]
     column = jnp.arange(width)
     sees_own = ((segment[:, :, None] == segment[:, None, :]) & (column[:, None] >= column[None, :])[None]
                 & (segment[:, None, :] >= 0))
     mask = jnp.concatenate([sees_prefix, sees_own], axis=-1)
-    # Slot s of the shared prefix holds the chain's position s; a row's own tokens carry theirs.
+    # Slot s of a chain's cache holds the chain's position s; a row's own tokens carry theirs.
     key_positions = jnp.concatenate([jnp.broadcast_to(jnp.arange(slots), (tokens.shape[0], slots)), positions], 1)
     hidden, _, _ = model.hidden_states(tokens, positions, mask, prefix=prefix, key_positions=key_positions)
     return model.token_log_probs(hidden, targets[..., None], vocab_chunk)[..., 0]
@@ -248,7 +220,7 @@ class Scorer:
         return jax.device_put(array, sharding_lib.batch_sharding(self.mesh, array.ndim))
 
     def base_pass(self, tokens: np.ndarray, with_attention: bool = False) -> BasePass:
-        slots = _round_up(len(tokens), LENGTH_BUCKET)
+        slots = round_up(len(tokens), LENGTH_BUCKET)
         padded = np.zeros((1, slots), np.int32)
         padded[0, : len(tokens)] = tokens
         self.forward_tokens += slots
@@ -286,56 +258,54 @@ class Scorer:
         With `suffix_limit`, only the first `suffix_limit` queries after a candidate are recomputed and the targets
         after them keep their base-pass log-probabilities (approximate: a deletion's effect fades with distance).
         """
-        length = len(tokens)
-        if candidates is None:
-            candidates = np.arange(prompt_length, prompt_length + reasoning_length)
-        target_log_probs = base.token_log_probs(length)
-        is_reasoning = np.zeros(length + 1)
-        is_reasoning[prompt_length: prompt_length + reasoning_length] = 1.0
-        is_answer = np.zeros(length + 1)
-        is_answer[prompt_length + reasoning_length: length] = 1.0
-        lengths = suffix_lengths(length, candidates, suffix_limit)  # targets after c + 1 + lengths are untouched
-        scores = []
-        for weights in (is_reasoning, is_answer):
-            before = np.concatenate([[0.0], np.cumsum(weights[:length] * target_log_probs)])
-            skip = weights[candidates + 1] * base.skip_log_probs[candidates - 1].astype(np.float64)
-            untouched = before[length] - before[np.minimum(candidates + 2 + lengths, length)]
-            scores.append(before[candidates] + skip + untouched)
-        reasoning, answer = scores
+        return self.score_steps([StepRequest(tokens, prompt_length, reasoning_length, base, candidates,
+                                             suffix_limit)])[0]
 
-        packed = pack_suffixes(np.asarray(tokens), length, candidates, self.token_budget, self.row_multiple,
-                               suffix_limit)
-        suffix_log_probs = self._run_rows(packed, base.cache)
-        real = packed.candidate >= 0
-        where = packed.target_position[real]
-        np.add.at(reasoning, packed.candidate[real], is_reasoning[where] * suffix_log_probs[real])
-        np.add.at(answer, packed.candidate[real], is_answer[where] * suffix_log_probs[real])
-        return StepScores(candidates, reasoning, answer)
+    def score_steps(self, requests: Sequence[StepRequest]) -> list[StepScores]:
+        """`score_step` for the steps of several chains at once: their suffixes share kernel calls (a row holds
+        one chain's), so chains whose steps would leave a call part-empty fill it together. Same scores."""
+        requests = [request.with_candidates() for request in requests]
+        packed = pack_suffixes([ChainSuffixes(np.asarray(r.tokens), r.candidates, r.suffix_limit) for r in requests],
+                               self.token_budget, self.row_multiple)
+        suffix_log_probs, row_tokens = self._run_rows(packed, _stacked_caches([r.base for r in requests]))
+        results = []
+        for index, request in enumerate(requests):
+            reasoning, answer, is_reasoning, is_answer = request.unchanged_parts()
+            real = (packed.candidate >= 0) & (packed.chain == index)[:, None]
+            where, candidate = packed.target_position[real], packed.candidate[real]
+            np.add.at(reasoning, candidate, is_reasoning[where] * suffix_log_probs[real])
+            np.add.at(answer, candidate, is_answer[where] * suffix_log_probs[real])
+            results.append(StepScores(request.candidates, reasoning, answer, int(row_tokens[index])))
+        return results
 
-    def _run_rows(self, packed: PackedRows, cache) -> np.ndarray:
-        """Runs the packed rows through the suffix kernel in calls of at most `token_budget` tokens."""
+    def _run_rows(self, packed: PackedRows, prefix) -> tuple[np.ndarray, np.ndarray]:
+        """Runs the packed rows through the suffix kernel in calls of at most `token_budget` tokens; returns the
+        log-probabilities and the token-forwards each chain spent (a call's padding shared by its rows' chains)."""
         total, width = packed.tokens.shape
         out = np.zeros((total, width), np.float64)
+        spent = np.zeros(prefix[0].k.shape[0], np.float64)
         start = 0
         for rows in call_rows(total, width, self.token_budget, self.row_multiple):
             chunk = {}
             for name in ("tokens", "positions", "visible_prefix", "segment", "targets"):
                 block = getattr(packed, name)[start: start + rows]
                 fill = -1 if name == "segment" else 0
-                block = np.concatenate([block, np.full((rows - len(block), width), fill, np.int32)])
-                chunk[name] = self._place(block)
-            self.forward_tokens += rows * width
-            with sharding_lib.mesh_context(self.mesh):
-                result = _suffix_pass(self.graphdef, self.params, cache, **chunk, vocab_chunk=self.vocab_chunk)
+                chunk[name] = self._place(np.concatenate([block, np.full((rows - len(block), width), fill, np.int32)]))
             taken = min(rows, total - start)
+            row_chain = np.concatenate([packed.chain[start: start + taken], np.zeros(rows - taken, np.int32)])
+            self.forward_tokens += rows * width
+            np.add.at(spent, row_chain[:taken], rows * width / taken)
+            with sharding_lib.mesh_context(self.mesh):
+                result = _suffix_pass(self.graphdef, self.params, prefix, self._place(row_chain), **chunk,
+                                      vocab_chunk=self.vocab_chunk)
             out[start: start + taken] = np.asarray(result)[:taken]
             start += taken
-        return out
+        return out, np.round(spent)
 
     def score_step_unshared(self, tokens: np.ndarray, prompt_length: int, reasoning_length: int) -> StepScores:
         """The same scores by full recomputation of every candidate (the reference path; no prefix sharing)."""
         length = len(tokens)
-        slots = _round_up(length, LENGTH_BUCKET)
+        slots = round_up(length, LENGTH_BUCKET)
         padded = np.zeros((1, slots), np.int32)
         padded[0, :length] = tokens
         candidates = np.arange(prompt_length, prompt_length + reasoning_length)

@@ -6,14 +6,14 @@ import dataclasses
 from typing import Any
 
 from jaxprune.data.prompts import TokenSplit
-from jaxprune.pruning.greedy import PruneConfig, PruneTrace, greedy_prune
-from jaxprune.pruning.methods.base import PruningMethod, register
+from jaxprune.pruning.greedy import PruneConfig, PruneSteps, PruneTrace, greedy_steps
+from jaxprune.pruning.methods.base import SteppedMethod, register
 from jaxprune.pruning.scoring import Scorer
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class ExactGreedy(PruningMethod):
+class ExactGreedy(SteppedMethod):
     name = "greedy"
     help = "The paper's exact greedy: every candidate rescored at every step, one deletion per step."
     extends_saved_orders = True
@@ -22,15 +22,15 @@ class ExactGreedy(PruningMethod):
         # bfloat16 score noise exceeds the tie tolerance, so it can delete other tokens than float32 greedy would
         return dtype == "float32"
 
-    def prune(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
-              start: PruneTrace | None = None, on_step=None) -> PruneTrace:
+    def steps(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
+              start: PruneTrace | None = None, on_step=None) -> PruneSteps:
         del record
-        return greedy_prune(scorer, split, config, start, on_step)
+        return greedy_steps(scorer, split, config, start, on_step)
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class KPerStep(PruningMethod):
+class KPerStep(SteppedMethod):
     name = "k_per_step"
     help = "Approximate greedy: the --deletions_per_step best candidates of each exactly scored step at once."
     extends_saved_orders = True
@@ -41,7 +41,7 @@ class KPerStep(PruningMethod):
         if self.deletions_per_step < 1:
             raise ValueError(f"{self.name}: deletions_per_step must be >= 1, got {self.deletions_per_step}")
 
-    def prune(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
-              start: PruneTrace | None = None, on_step=None) -> PruneTrace:
+    def steps(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
+              start: PruneTrace | None = None, on_step=None) -> PruneSteps:
         del record
-        return greedy_prune(scorer, split, config, start, on_step, deletions_per_step=self.deletions_per_step)
+        return greedy_steps(scorer, split, config, start, on_step, deletions_per_step=self.deletions_per_step)

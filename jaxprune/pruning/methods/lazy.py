@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from jaxprune.data.prompts import TokenSplit
-from jaxprune.pruning.greedy import PruneConfig, PruneTrace, greedy_prune
-from jaxprune.pruning.methods.base import PruningMethod, register
+from jaxprune.pruning.greedy import PruneConfig, PruneSteps, PruneTrace, greedy_steps
+from jaxprune.pruning.methods.base import SteppedMethod, register
 from jaxprune.pruning.scoring import Scorer
 
 
@@ -49,7 +49,7 @@ class StaleCosts:
 
 @register
 @dataclasses.dataclass(frozen=True)
-class LazyGreedy(PruningMethod):
+class LazyGreedy(SteppedMethod):
     name = "lazy"
     help = ("Approximate greedy for long chains: rescores the --top_k best stale candidates and --window "
             "neighbours of the last deletion each step, all of them every --full_every steps.")
@@ -66,11 +66,11 @@ class LazyGreedy(PruningMethod):
         if self.top_k == 0 and self.window == 0 and self.full_every != 1:
             raise ValueError(f"{self.name}: top_k and window are both 0, so no step after a full one rescores")
 
-    def prune(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
-              start: PruneTrace | None = None, on_step=None) -> PruneTrace:
+    def steps(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
+              start: PruneTrace | None = None, on_step=None) -> PruneSteps:
         del record, start
         policy = StaleCosts(len(split.reasoning), self.top_k, self.window, self.full_every)
-        return greedy_prune(scorer, split, config, on_step=on_step, policy=policy,
+        return greedy_steps(scorer, split, config, on_step=on_step, policy=policy,
                             suffix_limit=self.suffix_limit or None, incremental_base=True)
 
 
