@@ -6,11 +6,11 @@
 role (`jaxprune/analysis/roles.py`, in the pruner's tokens); the report folder gets patterns.md / patterns.json
 (each role's retention and ratio to uniform deletion per method and keep ratio), patterns.png, and chains.html (the
 first chains of each file pruned with the first file's pruner, coloured by deletion step or by role). With the
-pruner loaded: importance.md / importance.json (--importance_chains greedy chains: attention received against the
-deletion step, an MLP from attention to post-deletion likelihood, re-evaluated against first rankings) and
-preservation.md / .json / .png (--preservation_chains per file: the teacher's answer reached from the pruned
-reasoning at each keep ratio), and annotation.json (--annotate_chains: the model labels roles itself, agreement with
-the tagger). Everything lands in report.md too.
+pruner loaded: importance.md / importance.json (--importance_chains chains of the greedy file, or of an approximate
+mode's when there is none: attention received against the deletion step, an MLP from attention to post-deletion
+likelihood, re-evaluated against first rankings) and preservation.md / .json / .png (--preservation_chains per file:
+the teacher's answer reached from the pruned reasoning at each keep ratio), and annotation.json (--annotate_chains:
+the model labels roles itself, agreement with the tagger). Everything lands in report.md too.
 """
 
 import collections
@@ -39,6 +39,9 @@ _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Answer preservati
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype for the model-based analyses.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh for the model-based analyses: rows over data (and "
                             "fsdp), weights over fsdp and tensor, e.g. fsdp=-1.")
+
+
+GREEDY_SIDE = ("greedy", "approx", "lazy", "k_per_step")  # exact greedy first, then the modes that approximate it
 
 
 def _label(records) -> str:
@@ -126,7 +129,10 @@ def _model_analyses(files) -> list[str]:
     # Token ids only mean something to the pruner that wrote them.
     files = {label: records for label, records in files.items() if records[0].get("pruner", spec) == spec}
     sections = []
-    greedy = sorted((label for label in files if label.startswith("greedy")), key=lambda label: label != "greedy")
+    # The greedy side: exact greedy's file if there is one, else the approximate mode standing in for it.
+    method = lambda label: label.split(" ")[0]  # noqa: E731
+    greedy = sorted((label for label in files if method(label) in GREEDY_SIDE),
+                    key=lambda label: (GREEDY_SIDE.index(method(label)), label))
     if _IMPORTANCE_CHAINS.value and greedy:
         records = files[greedy[0]][:_IMPORTANCE_CHAINS.value]
         progress = tqdm(total=len(records), desc="attention and re-scoring", unit="chain")
@@ -138,7 +144,8 @@ def _model_analyses(files) -> list[str]:
         write_text_atomic(os.path.join(_OUTPUT_DIR.value, "importance.md"), summary)
         sections += ["## Attention and dynamic importance (" + greedy[0] + ")", "", summary]
     elif _IMPORTANCE_CHAINS.value:
-        logging.warning("--importance_chains: no greedy file of pruner %s among --pruned; skipped", spec)
+        logging.warning("--importance_chains: no file of pruner %s by %s among --pruned; skipped", spec,
+                        " / ".join(GREEDY_SIDE))
     if _PRESERVATION_CHAINS.value:
         ratios = sorted({1.0, *(float(r) for r in _KEEP_RATIOS.value)}, reverse=True)
         results = {label: preservation.answer_preservation(model, tokenizer, records[:_PRESERVATION_CHAINS.value],
