@@ -94,10 +94,10 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
              "reasoning": "She sold 48 / 2 = 24 clips in May.\nSo Natalia sold 48 + 24 = 72 clips altogether.\n"}
     (tmp_path / "chains.jsonl").write_text("".join(json.dumps(dict(chain, id=f"c{i}")) + "\n" for i in range(2)))
     model, tokenizer = load_model(tiny_dir)
-    for method in ("greedy", "uniform"):
+    for method in ("approx", "uniform"):  # approx: the greedy side when there is no exact greedy file
         prune_dataset(RunConfig(input=str(tmp_path / "chains.jsonl"), output=str(tmp_path / f"{method}.jsonl"),
                                 prune=PruneConfig(keep_ratio=0.7), method=method, model=tiny_dir), model, tokenizer)
-    result = cli("jaxprune.experiments.analyze", f"--pruned={tmp_path / 'greedy.jsonl'},{tmp_path / 'uniform.jsonl'}",
+    result = cli("jaxprune.experiments.analyze", f"--pruned={tmp_path / 'approx.jsonl'},{tmp_path / 'uniform.jsonl'}",
                  f"--output_dir={tmp_path / 'report'}", "--keep_ratios=0.9,0.7", "--importance_chains=2",
                  "--preservation_chains=2", "--max_new_tokens=8", "--annotate_chains=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,12 +106,13 @@ def test_analyze_cli_reports_patterns_of_pruned_files(tmp_path, tiny_dir):
     assert len(importance["spearman_per_layer"]) == 2 and set(importance["dynamic_vs_static"]) == {
         "0.0", "0.25", "0.5", "0.75"}
     preserved = json.loads((tmp_path / "report" / "preservation.json").read_text())
-    assert set(preserved) == {"greedy", "uniform"} and preserved["uniform"]["0.7"]["chains"] == 2
-    assert "## Answer preservation" in (tmp_path / "report" / "report.md").read_text()
+    assert set(preserved) == {"approx", "uniform"} and preserved["uniform"]["0.7"]["chains"] == 2
+    report_text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Answer preservation" in report_text and "## Attention and dynamic importance (approx)" in report_text
     annotation = json.loads((tmp_path / "report" / "annotation.json").read_text())
     assert annotation["words"] == len(annotation_words(chain["reasoning"], QUESTION))
     report = json.loads((tmp_path / "report" / "patterns.json").read_text())
-    assert list(report) == ["greedy", "uniform"]
+    assert list(report) == ["approx", "uniform"]
     records = [json.loads(line) for line in (tmp_path / "uniform.jsonl").read_text().splitlines()]
     expected = retention(records, [chain_roles(r, tokenizer) for r in records], [0.9, 0.7])
     assert report["uniform"] == json.loads(json.dumps(expected))
