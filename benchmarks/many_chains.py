@@ -6,7 +6,8 @@ Chains: the first `--num_chains` GSM8K test problems whose worked solution is 80
 JSON-answer system prompt (as `benchmarks/prune_speed.py`), SmolLM2-135M-Instruct float32. Each setting of
 `--chains_per_call` prunes all of them with `--method` through `ChainPruner.prune_many` (what `prune
 --chains_per_call` runs), side by side in this run; each first prunes the first `--warmup` chains untimed so that
-its kernel shapes are compiled (`--compilation_cache` lets a rerun load what remains from disk). Prints a markdown table (wall time, chains per hour, token-forwards with padding,
+its kernel shapes are compiled (with `JAX_COMPILATION_CACHE_DIR` set, as the pipeline sets it, a rerun loads what
+remains from disk). Prints a markdown table (wall time, chains per hour, token-forwards with padding,
 speed-up against the first setting) and checks that every setting gives the same deletion orders.
 """
 
@@ -22,17 +23,10 @@ _METHOD = flags.DEFINE_string("method", "greedy", "Pruning method (registered na
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.9, "Keep ratio.")
 _SETTINGS = flags.DEFINE_list("chains_per_call", ["1", "8"], "Settings compared; the first is the baseline.")
 _WARMUP = flags.DEFINE_integer("warmup", 8, "Chains pruned untimed first by each setting (compiles its shapes).")
-_CACHE = flags.DEFINE_string("compilation_cache", None, "A persistent JAX compilation cache folder: a second run "
-                             "loads the programs the first compiled.")
 
 
 def main(argv):
     del argv
-    if _CACHE.value:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     from jaxprune.checkpoints import load_model
     from jaxprune.data.prompts import split_chain
     from jaxprune.pruning.chain_pruner import ChainPruner

@@ -4,8 +4,9 @@ A method is a small frozen dataclass whose fields are its settings (they become 
 in each output's `pruning_mode`). The runner calls `prepare` once with the dataset's valid chains, then `steps` per
 chain (the pruning as a generator of greedy steps to score, so that several chains' steps can share kernel calls;
 `prune` is the same run scored one step at a time); `record_fields` adds the method's own fields to each output
-record. Methods built from greedy steps subclass `SteppedMethod` and define `steps`; the others define `prune`. A new method is one module that
-subclasses `PruningMethod`, decorates the class with `@register`, and is imported in `methods/__init__.py`.
+record. Methods built from greedy steps subclass `SteppedMethod` and define `steps`; the others define `prune`. A
+new method is one module that subclasses `PruningMethod`, decorates the class with `@register`, and is imported in
+`methods/__init__.py`.
 """
 
 from __future__ import annotations
