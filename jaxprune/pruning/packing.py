@@ -4,7 +4,7 @@ Candidate c of a compact chain `x` (length T) recomputes the queries `x[c+1 : T-
 suffixes are packed first-fit-decreasing into rows of one width, several candidates to a row (block-diagonal
 masking keeps them apart). Several chains can share a kernel call: each row holds suffixes of one chain only, so
 it attends to that chain's cached prefix alone, and a call's rows come from as many chains as fill it. Row counts
-are padded to a few buckets so that the kernel compiles rarely.
+are padded to a few buckets and row widths are powers of two, so that the kernel compiles rarely.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-WIDTH_MULTIPLE = 16  # row widths of the packed suffixes are multiples of this
+NARROWEST_ROW = 16  # tokens
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -56,6 +56,14 @@ class PackedRows:
     chain: np.ndarray           # [rows]: which chain (index into the packed chains) the row belongs to
 
 
+def row_widths(longest: int) -> list[int]:
+    """The row widths tried for suffixes of at most `longest` queries: the powers of two from the first that holds
+    the longest suffix up to twice the longest (so one or two). A dataset of varied lengths then meets few distinct
+    widths, each a compiled kernel, for a few percent more padded tokens (`benchmarks/kernel_shapes.py`)."""
+    first = max(NARROWEST_ROW, 1 << (longest - 1).bit_length())
+    return [first] + ([2 * first] if 2 * first <= 2 * longest else [])
+
+
 def first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
     """Bins (rows) of item indices, each holding at most `width` in total; zero-length items are left out."""
     rows: list[list[int]] = []
@@ -87,14 +95,13 @@ def call_rows(rows: int, width: int, token_budget: int, row_multiple: int = 1) -
 def pack_suffixes(chains: Sequence[ChainSuffixes], token_budget: int = 4096, row_multiple: int = 1) -> PackedRows:
     """Packs every chain's candidate suffixes into rows of one width, each chain's rows after the previous one's.
 
-    The width is the multiple of WIDTH_MULTIPLE (between the longest suffix and twice that) whose packing needs the
-    fewest padded tokens once the rows are split into bucketed kernel calls.
+    The width is the one of `row_widths` whose packing needs the fewest padded tokens once the rows are split into
+    bucketed kernel calls.
     """
     lengths = [chain.lengths for chain in chains]
     longest = max([int(each.max(initial=1)) for each in lengths] + [1])
     best = None
-    for width in range(round_up(longest, WIDTH_MULTIPLE), round_up(2 * longest, WIDTH_MULTIPLE) + 1,
-                       WIDTH_MULTIPLE):
+    for width in row_widths(longest):
         packing = [(c, members) for c, each in enumerate(lengths) for members in first_fit_decreasing(each, width)]
         cost = width * sum(call_rows(len(packing), width, token_budget, row_multiple))
         if best is None or cost < best[0]:
