@@ -6,10 +6,13 @@ Both run the packaged SmolLM2-135M-Instruct GGUF (float32) on the same chat prom
 questions under the GSM8K system prompt), `--batch` rows at a time, greedy, a row stopping at <|im_end|> or after
 `max_new_tokens`. transformers decodes batch after batch (a batch lasts as long as its longest row); ours refills
 finished rows with the next prompts (continuous batching). Generated tokens/s counts the tokens each row kept. Ours
-is timed on a second run (the first, compilation included, is reported too); torch uses all CPU threads.
+is timed on a second run (the first, compilation included, is reported too), then once more with every decode call
+attending over the whole ring of `max_new_tokens` cache slots (the ring windows of `generation.decode_window` undone
+in this process); torch uses all CPU threads.
 Also reports how many completions are identical in both (greedy: float differences may split near-ties).
 """
 
+import collections
 import os
 import time
 
@@ -31,6 +34,7 @@ def main(argv):
     from jaxprune.data.prompts import SYSTEM_PROMPTS, generation_prompt
     from jaxprune.data.questions import load_questions
     from jaxprune.data.teacher import end_of_turn_ids
+    from jaxprune import generation
     from jaxprune.generation import SamplingConfig, generate
 
     model, tokenizer = load_model("packaged:SmolLM2-135M-Instruct")
@@ -43,9 +47,22 @@ def main(argv):
     start = time.perf_counter()
     generate(model, prompts, sampling, batch_size=_BATCH.value)
     first_run = time.perf_counter() - start
+    windows, library_window = collections.Counter(), generation.decode_window
+
+    def counted_window(*args):
+        windows[library_window(*args)[1]] += 1
+        return library_window(*args)
+
+    generation.decode_window = counted_window
     start = time.perf_counter()
     ours = generate(model, prompts, sampling, batch_size=_BATCH.value)
     ours_seconds = time.perf_counter() - start
+    # The same run with every decode call attending over the whole ring (ring windows undone in this process).
+    generation.decode_window = lambda t, starts, ring: (min(starts, default=t), ring)
+    start = time.perf_counter()
+    whole_ring = generate(model, prompts, sampling, batch_size=_BATCH.value)
+    whole_ring_seconds = time.perf_counter() - start
+    generation.decode_window = library_window
 
     directory, name = os.path.split(packaged_model_path("SmolLM2-135M-Instruct"))
     reference = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
@@ -68,6 +85,9 @@ def main(argv):
     print(f"prompts {len(prompts)} in batches of {_BATCH.value}, greedy, max_new_tokens {_MAX_NEW_TOKENS.value}")
     print(f"jaxprune:            {ours_tokens} tokens in {ours_seconds:.1f} s = {ours_tokens / ours_seconds:.1f} "
           f"tokens/s (first run, compilation included: {first_run:.1f} s)")
+    print(f"jaxprune, whole ring: {sum(map(len, whole_ring))} tokens in {whole_ring_seconds:.1f} s = "
+          f"{sum(map(len, whole_ring)) / whole_ring_seconds:.1f} tokens/s (windows undone; decode calls per window "
+          f"with them: {dict(sorted(windows.items()))}; same completions: {whole_ring == ours})")
     print(f"transformers+torch:  {theirs_tokens} tokens in {theirs_seconds:.1f} s = "
           f"{theirs_tokens / theirs_seconds:.1f} tokens/s")
     print(f"ratio (jaxprune / transformers, tokens/s): {ours_tokens / ours_seconds / (theirs_tokens / theirs_seconds):.2f}x")

@@ -137,11 +137,15 @@ def teacher_programs(config: ModelConfig, mesh: Mesh, *, dtype, batch_size: int,
                       per_device(mesh, refill,
                                  cost_model.matmul_flops(config, tokens=refill * prompt, head_tokens=refill),
                                  cost_model.attention_flops(config, tokens=refill * prompt, keys=slots)))
-    decode = Program("decode step", _decode, (graphdef, params, state, _replicated(mesh, (), jnp.int32)),
-                     {"sampling": sampling},
-                     per_device(mesh, batch, cost_model.matmul_flops(config, tokens=batch, head_tokens=batch),
-                                cost_model.attention_flops(config, tokens=batch, keys=slots)))
-    return [prefill, decode]
+    scalar = _replicated(mesh, (), jnp.int32)
+    # The whole ring, and the widest window of it a call gathers (`generation.decode_window`: its copy is the most
+    # memory decoding takes).
+    decodes = [Program(f"decode step{name}", _decode, (graphdef, params, state, scalar, scalar),
+                       {"sampling": sampling, "window": window},
+                       per_device(mesh, batch, cost_model.matmul_flops(config, tokens=batch, head_tokens=batch),
+                                  cost_model.attention_flops(config, tokens=batch, keys=prompt + window)))
+               for name, window in (("", max_new_tokens), (" (half-ring window)", -(-max_new_tokens // 2)))]
+    return [prefill, *decodes]
 
 
 def _suffix_call_shape(prompt: int, reasoning_left: int, answer: int, token_budget: int, row_multiple: int):

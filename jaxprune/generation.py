@@ -9,7 +9,8 @@ Cache layout: each row has a prompt region (prompts left-padded to a length roun
 ring of `max_new_tokens` slots. At decode step t every row writes at ring slot `t % max_new_tokens`, so a step is one
 in-place slice update for the whole batch, whatever step each row is at; a row's tokens occupy consecutive ring
 slots from the step it started. Attention does not care where a key sits: positions are explicit and the mask says
-which slots a row sees. Every call has one shape and compiles once.
+which slots a row sees. A decode call whose unfinished rows all started within the last quarter or half of the ring
+attends over just those steps' slots (`decode_window`), since keys cost a decode step as many bytes as weights.
 
 Every row draws from its own random stream (the seed folded with the job's stream ids, then with the token index),
 so a sample does not depend on which batch or row it ran in. With a mesh the rows are split over its devices.
@@ -125,20 +126,42 @@ def _prefill_rows(graphdef, params, state: RowState, rows, tokens, valid, keys, 
                     put(state.start, jnp.full(count, state.t)), put(state.keys, keys))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("state",))
-def _decode(graphdef, params, state: RowState, finish_count, *, sampling: SamplingConfig):
-    """Decodes every unfinished row until `finish_count` more rows have finished, or all have."""
+def _ring_window(prompt_length: int, ring: int, first_step: jax.Array, window: int) -> jax.Array:
+    """The cache slots decode steps `first_step ... first_step + window - 1` use: the prompt region, then those
+    steps' ring slots in step order (indices into the full cache)."""
+    return jnp.concatenate([jnp.arange(prompt_length), prompt_length + (first_step + jnp.arange(window)) % ring])
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "window"), donate_argnames=("state",))
+def _decode(graphdef, params, state: RowState, finish_count, first_step, *, sampling: SamplingConfig, window: int):
+    """Decodes every unfinished row until `finish_count` more rows have finished, or all have, or (with a `window`
+    shorter than the ring) the next step falls outside the window.
+
+    A step attends over the prompt region and the ring; with `window` < ring, only over the ring slots of steps
+    `first_step ...` (every unfinished row started at or after `first_step`, so nothing it sees is left out): the
+    prompt region and those slots are gathered once into a smaller cache that the loop updates in place, and its
+    ring part is put back at the end. Keys cost as many bytes as weights here, so reading fewer of them is the
+    speed-up; the scores are the same, since the slots left out are masked anyway.
+    """
     model: Llama = nnx.merge(graphdef, params)
     ring = sampling.max_new_tokens
     prompt_length = state.key_valid.shape[1] - ring
     done_at_entry = state.done
+    windowed = window < ring
+    if windowed:
+        slots = _ring_window(prompt_length, ring, first_step, window)
+        full = state
+        state = state._replace(cache=jax.tree.map(lambda x: x[:, :, slots], state.cache),
+                               key_valid=state.key_valid[:, slots], key_position=state.key_position[:, slots])
 
     def keep_going(state: RowState):
         newly_done = jnp.sum(state.done & ~done_at_entry)
-        return (newly_done < finish_count) & ~jnp.all(state.done)
+        in_window = (state.t - first_step < window) if windowed else True
+        return (newly_done < finish_count) & ~jnp.all(state.done) & in_window
 
     def step(state: RowState):
-        slot = prompt_length + state.t % ring  # where every row's last token's keys and values go
+        # where every row's last token's keys and values go
+        slot = prompt_length + (state.t - first_step if windowed else state.t % ring)
         key_valid = state.key_valid.at[:, slot].set(True)
         key_position = state.key_position.at[:, slot].set(state.position)
         hidden, cache, _ = model.hidden_states(state.last[:, None], state.position[:, None], key_valid[:, None, :],
@@ -152,7 +175,25 @@ def _decode(graphdef, params, state: RowState, finish_count, *, sampling: Sampli
                         state.position + live,
                         steps, state.done | _finished(token, steps, sampling), out, state.start, state.keys)
 
-    return jax.lax.while_loop(keep_going, step, state)
+    state = jax.lax.while_loop(keep_going, step, state)
+    if windowed:
+        ring_slots = slots[prompt_length:]
+        state = state._replace(
+            cache=jax.tree.map(lambda big, small: big.at[:, :, ring_slots].set(small[:, :, prompt_length:]),
+                               full.cache, state.cache),
+            key_valid=full.key_valid.at[:, ring_slots].set(state.key_valid[:, prompt_length:]),
+            key_position=full.key_position.at[:, ring_slots].set(state.key_position[:, prompt_length:]))
+    return state
+
+
+def decode_window(t: int, live_starts: Sequence[int], ring: int) -> tuple[int, int]:
+    """`(first_step, window)` for the next decode call at step `t`: the oldest unfinished row's first step, and the
+    smaller of a quarter and a half of the ring that covers every step since then with `ring / 8` to spare, else the
+    whole ring. Each window is one more compiled program, and its gathered copy of the cache costs memory (at most
+    the prompt region and half the ring; the compile check sizes it), so there are two."""
+    first_step = min(live_starts, default=t)
+    needed = t - first_step + 1 + ring // 8
+    return first_step, next((w for w in (-(-ring // 4), -(-ring // 2)) if w >= needed), ring)
 
 
 def empty_rows(config, batch_size: int, prompt_length: int, max_new_tokens: int, dtype, keys) -> RowState:
@@ -190,6 +231,7 @@ class Decoder:
         self.prompt_length = -(-max_prompt_length // PROMPT_BUCKET) * PROMPT_BUCKET
         # Prefilling costs about as much as a decode step per prompt token, so rows are refilled a few at a time.
         self.refill_rows = refill_rows or max(1, batch_size // 8)
+        self.windows_used: set[int] = set()  # the ring windows decode calls attended over (see `decode_window`)
         self.state = self._place(empty_rows(model.config, batch_size, self.prompt_length, sampling.max_new_tokens,
                                             model.embed_tokens[...].dtype, self._keys([[0]] * batch_size)))
 
@@ -232,14 +274,13 @@ class Decoder:
         if not bool(jnp.all(self.state.done)):  # rows left over from an abandoned run are dropped
             self.state = self.state._replace(done=self._place(jnp.ones(self.batch_size, bool)))
         while True:
-            if any(jobs):
-                done, steps, out, start = jax.device_get((self.state.done, self.state.steps, self.state.out,
-                                                          self.state.start))
-                for row, job in enumerate(jobs):
-                    if job is not None and done[row]:
-                        jobs[row] = None
-                        ring = (start[row] + np.arange(steps[row])) % self.sampling.max_new_tokens
-                        yield job, out[row, ring].tolist()
+            done, steps, out, start, t = jax.device_get((self.state.done, self.state.steps, self.state.out,
+                                                         self.state.start, self.state.t))
+            for row, job in enumerate(jobs):
+                if job is not None and done[row]:
+                    jobs[row] = None
+                    ring = (start[row] + np.arange(steps[row])) % self.sampling.max_new_tokens
+                    yield job, out[row, ring].tolist()
             rows, new = [], []
             for row in (r for r, job in enumerate(jobs) if job is None):
                 job = next_job()
@@ -252,9 +293,14 @@ class Decoder:
                 self._start(rows, new)
             if not any(jobs):
                 return
+            new_rows = set(rows)
+            first_step, window = decode_window(int(t), [int(t) if row in new_rows else int(start[row])
+                                                        for row, job in enumerate(jobs) if job is not None],
+                                               self.sampling.max_new_tokens)
+            self.windows_used.add(window)
             with mesh_context(self.mesh):
                 self.state = _decode(self.graphdef, self.params, self.state, jnp.int32(self.refill_rows),
-                                     sampling=self.sampling)
+                                     jnp.int32(first_step), sampling=self.sampling, window=window)
 
 
 def generate(model: Llama, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *, seed: int = 0,

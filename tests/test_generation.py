@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprune.generation import SamplingConfig, generate
+from jaxprune.generation import Decoder, Job, SamplingConfig, decode_window, generate
 from jaxprune.models import Llama, ModelConfig, causal_mask, positions_from_keep
 
 CONFIG = ModelConfig(model_type="llama", vocab_size=61, hidden_size=32, intermediate_size=64, num_layers=2,
@@ -123,6 +123,28 @@ def test_rows_refilled_mid_batch_give_the_same_completions(model):
                                                               for p in prompts]
     sampled = dataclasses.replace(greedy, temperature=1.0)
     assert generate(model, prompts, sampled, seed=4, batch_size=2) == generate(model, prompts, sampled, seed=4)
+
+
+def test_decoding_over_windows_of_the_ring_equals_naive_loop(model):
+    """Rows that start together read only the ring slots since the oldest unfinished row started; with 2 rows and
+    staggered refills the windows move round the ring (and wrap) and widen as rows age. Same tokens as a full
+    forward at every step, and with more than one window width used, so the windowed path is what ran."""
+    prompts = [list(range(k, k + 3 + 2 * k)) for k in range(1, 9)]
+    free = naive_greedy(model, prompts[0], 24)
+    stop = free[5]
+    greedy = SamplingConfig(max_new_tokens=24, stop_token_ids=(stop,))
+    decoder = Decoder(model, greedy, batch_size=2, max_prompt_length=max(map(len, prompts)), refill_rows=1)
+    queue = iter([Job(r, prompt, [r]) for r, prompt in enumerate(prompts)])
+    outputs = {job.key: tokens for job, tokens in decoder.run(lambda: next(queue, None))}
+    assert [outputs[r] for r in range(len(prompts))] == [naive_greedy(model, p, 24, stop=(stop,)) for p in prompts]
+    assert len([w for w in decoder.windows_used if w < greedy.max_new_tokens]) >= 2, decoder.windows_used
+
+
+def test_decode_window_covers_every_unfinished_rows_steps_with_room_to_grow():
+    assert decode_window(100, [], 512) == (100, 128)  # no row yet: the smallest window
+    assert decode_window(100, [90, 97], 512) == (90, 128)  # 11 steps since row 90 started, + 64 of room
+    assert decode_window(200, [90, 197], 512) == (90, 256)  # 111 + 64 > 128
+    assert decode_window(300, [90, 297], 512) == (90, 512)  # 211 + 64 > 256: the whole ring
 
 
 # A Gemma 3-style model: a sliding layer with a 4-token window (shorter than every cache here), its own rotary base,
