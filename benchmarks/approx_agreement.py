@@ -12,12 +12,13 @@ analyze CLI's measure: the pruner decodes from the kept reasoning and the answer
 Results per (mode, chain) are appended to `--cache`, so a killed run resumes. Prints a markdown table.
 """
 
-import json
 import os
 import time
 
 import numpy as np
 from absl import app, flags, logging
+
+from mode_spec import parse_mode  # benchmarks/, beside this file
 
 _REFERENCES = flags.DEFINE_string("references", "benchmarks/data/exact_references.jsonl", "Exact references.")
 _MODES = flags.DEFINE_multi_string("mode", [
@@ -29,15 +30,6 @@ _MAX_CHAINS = flags.DEFINE_integer("max_chains", None, "Compare on the first N r
 _CACHE = flags.DEFINE_string("cache", "/tmp/approx_agreement.jsonl", "Per (mode, chain) results; reruns resume.")
 _KEEP_RATIOS = (0.9, 0.8, 0.7, 0.5)
 _PRESERVATION_KEEP = 0.7
-
-
-def parse_mode(spec):
-    name, _, rest = spec.partition(":")
-    settings = {}
-    for pair in filter(None, rest.split(",")):
-        key, value = pair.split("=")
-        settings[key] = int(value) if value.lstrip("-").isdigit() else value
-    return name, settings
 
 
 def main(argv):

@@ -4,7 +4,7 @@ Candidate c of a compact chain `x` (length T) recomputes the queries `x[c+1 : T-
 suffixes are packed first-fit-decreasing into rows of one width, several candidates to a row (block-diagonal
 masking keeps them apart). Several chains can share a kernel call: each row holds suffixes of one chain only, so
 it attends to that chain's cached prefix alone, and a call's rows come from as many chains as fill it. Row counts
-are padded to a few buckets and row widths are powers of two, so that the kernel compiles rarely.
+are padded to a few buckets and row widths are 2^k or 3 * 2^k tokens, so that the kernel compiles rarely.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-NARROWEST_ROW = 16  # tokens
+ROW_WIDTHS = tuple(sorted({1 << k for k in range(4, 31)} | {3 << k for k in range(4, 30)}))  # 16, 32, 48, 64, 96..
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -57,11 +57,13 @@ class PackedRows:
 
 
 def row_widths(longest: int) -> list[int]:
-    """The row widths tried for suffixes of at most `longest` queries: the powers of two from the first that holds
-    the longest suffix up to twice the longest (so one or two). A dataset of varied lengths then meets few distinct
-    widths, each a compiled kernel, for a few percent more padded tokens (`benchmarks/kernel_shapes.py`)."""
-    first = max(NARROWEST_ROW, 1 << (longest - 1).bit_length())
-    return [first] + ([2 * first] if 2 * first <= 2 * longest else [])
+    """The row widths tried for suffixes of at most `longest` queries: of `ROW_WIDTHS`, the first that holds the
+    longest suffix and any others up to twice the longest (one to three). A dataset of varied lengths then meets few
+    distinct widths, each a compiled kernel, for a little more padding; the 3 * 2^k steps between the powers of two
+    save the approximate modes' few long suffixes about a tenth of their token-forwards
+    (`benchmarks/kernel_shapes.py`)."""
+    first = next(width for width in ROW_WIDTHS if width >= longest)
+    return [width for width in ROW_WIDTHS if width == first or first < width <= 2 * longest]
 
 
 def first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
