@@ -29,29 +29,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprune.models.llama import KVCache, Llama, init_cache, positions_from_keep
+from jaxprune.sampling import SamplingConfig, finished, pick_tokens
 from jaxprune.sharding import (batch_shards, batch_sharding, logical_sharding, mesh_context, mesh_of,
                                replicate_unplaced)
 
 PROMPT_BUCKET = 32
 _CACHE_AXES = ("activation_batch", "activation_kv_heads", None, None)  # [batch, kv_heads, slots, head_dim]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """How to pick tokens: `temperature` 0 is greedy; `top_p` < 1 samples from the nucleus."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop_token_ids: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,21 +44,6 @@ class Job:
     key: Hashable
     prompt: Sequence[int]
     stream: Sequence[int]
-
-
-def _pick(logits: jax.Array, keys: jax.Array, steps: jax.Array, sampling: SamplingConfig) -> jax.Array:
-    """Next token per row from `[batch, vocab]` float32 logits; row r samples with `fold_in(keys[r], steps[r])`."""
-    if sampling.temperature == 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits / sampling.temperature
-    if sampling.top_p < 1:
-        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted entry
-        cutoff = jnp.min(jnp.where(before < sampling.top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits >= cutoff, logits, -jnp.inf)
-    step_keys = jax.vmap(jax.random.fold_in)(keys, steps)
-    return jax.vmap(jax.random.categorical)(step_keys, logits).astype(jnp.int32)
 
 
 class RowState(NamedTuple):
@@ -95,11 +63,6 @@ class RowState(NamedTuple):
     keys: jax.Array       # [batch] PRNG keys
 
 
-def _finished(token, steps, sampling: SamplingConfig):
-    stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
-    return jnp.isin(token, stop_ids) | (steps >= sampling.max_new_tokens)
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("state",))
 def _prefill_rows(graphdef, params, state: RowState, rows, tokens, valid, keys, *, sampling: SamplingConfig):
     """Starts new prompts `tokens` `[n, prompt]` (left-padded, `valid` marks real tokens) in `rows` `[n]` of the
@@ -115,14 +78,14 @@ def _prefill_rows(graphdef, params, state: RowState, rows, tokens, valid, keys, 
     key_position = jnp.zeros((count, slots), jnp.int32).at[:, :prompt_length].set(positions)
     hidden, cache, _ = model.hidden_states(tokens, positions, mask, cache=cache, cache_index=0,
                                            key_positions=key_position)
-    first = _pick(model.logits(hidden[:, -1]), keys, jnp.zeros(count, jnp.int32), sampling)
+    first = pick_tokens(model.logits(hidden[:, -1]), keys, jnp.zeros(count, jnp.int32), sampling)
     steps = jnp.ones(count, jnp.int32)
     out = jnp.zeros((count, ring), jnp.int32).at[:, state.t % ring].set(first)
     put = lambda old, new: old.at[rows].set(new, mode="drop")  # noqa: E731
     return RowState(state.t, jax.tree.map(put, state.cache, cache), put(state.key_valid, key_valid),
                     put(state.key_position, key_position),
                     put(state.last, first), put(state.position, positions[:, -1] + 1), put(state.steps, steps),
-                    put(state.done, _finished(first, steps, sampling)), put(state.out, out),
+                    put(state.done, finished(first, steps, sampling)), put(state.out, out),
                     put(state.start, jnp.full(count, state.t)), put(state.keys, keys))
 
 
@@ -166,14 +129,14 @@ def _decode(graphdef, params, state: RowState, finish_count, first_step, *, samp
         key_position = state.key_position.at[:, slot].set(state.position)
         hidden, cache, _ = model.hidden_states(state.last[:, None], state.position[:, None], key_valid[:, None, :],
                                                cache=state.cache, cache_index=slot, key_positions=key_position)
-        token = _pick(model.logits(hidden[:, 0]), state.keys, state.steps, sampling)
+        token = pick_tokens(model.logits(hidden[:, 0]), state.keys, state.steps, sampling)
         live = ~state.done
         column = (state.t + 1) % ring
         out = state.out.at[:, column].set(jnp.where(live, token, state.out[:, column]))
         steps = state.steps + live
         return RowState(state.t + 1, cache, key_valid, key_position, jnp.where(live, token, state.last),
                         state.position + live,
-                        steps, state.done | _finished(token, steps, sampling), out, state.start, state.keys)
+                        steps, state.done | finished(token, steps, sampling), out, state.start, state.keys)
 
     state = jax.lax.while_loop(keep_going, step, state)
     if windowed:

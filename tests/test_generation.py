@@ -74,11 +74,12 @@ def test_tiny_top_p_is_greedy(model):
 
 
 def test_top_p_samples_only_from_the_nucleus():
-    from jaxprune.generation import _pick
+    from jaxprune.sampling import pick_tokens
 
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
     sampling = SamplingConfig(temperature=1.0, top_p=0.7)
-    picks = {int(_pick(logits, jax.random.key(s)[None], jnp.zeros(1, jnp.int32), sampling)[0]) for s in range(200)}
+    steps = jnp.zeros(1, jnp.int32)
+    picks = {int(pick_tokens(logits, jax.random.key(s)[None], steps, sampling)[0]) for s in range(200)}
     assert picks == {0, 1}
 
 

@@ -25,7 +25,8 @@ def naive_suffixes(tokens, candidates, suffix_limit=None):
     for index, c in enumerate(candidates):
         end = len(tokens) - 1 if suffix_limit is None else min(len(tokens) - 1, c + 1 + suffix_limit)
         queries = list(range(c + 1, end))
-        out[index] = ([int(tokens[q]) for q in queries], [q - 1 for q in queries], [int(tokens[q + 1]) for q in queries])
+        out[index] = ([int(tokens[q]) for q in queries], [q - 1 for q in queries],
+                      [int(tokens[q + 1]) for q in queries])
     return out
 
 
