@@ -36,7 +36,7 @@ def test_steps_of_several_chains_scored_in_one_call_equal_unshared_scores_of_eac
         np.testing.assert_allclose(scores.answer, unshared.answer[chosen], atol=2e-4)
 
 
-@pytest.mark.parametrize("method", ["greedy", "k_per_step", "lazy", "uniform"])
+@pytest.mark.parametrize("method", ["greedy", "k_per_step", "lazy", "approx", "uniform"])
 def test_chains_pruned_together_get_the_orders_and_likelihoods_of_chains_pruned_alone(tiny, method):  # noqa: F811
     splits = [random_split(seed, reasoning=reasoning) for seed, reasoning in
               [(11, 6), (12, 21), (13, 12), (14, 17), (15, 9)]]

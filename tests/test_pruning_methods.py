@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxprune.pruning.greedy import PruneConfig, deletions_for, greedy_prune
+from jaxprune.pruning.greedy import WHOLE, PruneConfig, deletions_for, greedy_prune
 from jaxprune.pruning.methods import METHODS, make_method, register
 from jaxprune.pruning.methods.h2o import h2o_order
 from jaxprune.pruning.methods.lazy import StaleCosts
@@ -50,18 +50,27 @@ def test_lazy_greedy_rescores_only_the_best_stale_candidates_and_the_last_deleti
 
 def test_stale_costs_pick_the_lowest_stale_costs_the_deletions_neighbours_and_full_steps():
     policy = StaleCosts(10, top_k=2, window=1, full_every=3)
-    remaining = np.arange(10)
-    assert policy.choose(remaining) is None  # the first step scores everything
-    policy.observe(remaining, np.array([5.0, 1.0, 9.0, 0.5, 7.0, 3.0, 8.0, 2.0, 6.0, 4.0]), [3])
+    remaining, local = np.arange(10), np.zeros(10)
+
+    def chosen(remaining):
+        rescore = policy.choose(remaining, local[: len(remaining)])
+        assert (rescore.limits == WHOLE).all()  # every candidate it picks is scored exactly
+        return sorted(remaining[rescore.indices])
+
+    def observe(positions, costs, deleted):
+        policy.observe(np.array(positions), np.full(len(positions), WHOLE), np.array(costs), deleted)
+
+    assert policy.choose(remaining, local) is None  # the first step scores everything
+    observe(remaining, [5.0, 1.0, 9.0, 0.5, 7.0, 3.0, 8.0, 2.0, 6.0, 4.0], [3])
     remaining = np.delete(remaining, 3)
     # lowest stale: position 1 (1.0) and 7 (2.0); neighbours of the gap left by 3: positions 2 and 4
-    assert sorted(remaining[policy.choose(remaining)]) == [1, 2, 4, 7]
-    policy.observe(np.array([1, 2, 4, 7]), np.array([6.0, 0.1, 7.0, 2.5]), [2])
+    assert chosen(remaining) == [1, 2, 4, 7]
+    observe([1, 2, 4, 7], [6.0, 0.1, 7.0, 2.5], [2])
     remaining = np.delete(remaining, np.searchsorted(remaining, 2))
     # stale costs now: 0:5, 1:6, 4:7, 5:3, 6:8, 7:2.5, 8:6, 9:4 -> lowest 7 and 5; neighbours of 2: 1 and 4
-    assert sorted(remaining[policy.choose(remaining)]) == [1, 4, 5, 7]
-    policy.observe(np.array([1]), np.array([1.0]), [1])
-    assert policy.choose(np.delete(remaining, 1)) is None  # step 3: a full rescore
+    assert chosen(remaining) == [1, 4, 5, 7]
+    observe([1], [1.0], [1])
+    assert policy.choose(np.delete(remaining, 1), local[:7]) is None  # step 3: a full rescore
 
 
 @pytest.mark.parametrize("limit", [3, 8])

@@ -142,4 +142,5 @@ class ChainPruner:
             token_forwards=token_forwards,
         )
         out.update(self.method.record_fields())
+        out.update(trace.details)
         return out

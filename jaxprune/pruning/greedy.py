@@ -52,6 +52,7 @@ class PruneTrace:
     deletion_order: list[int]
     log_likelihoods: dict[str, list[float | None]]  # "joint", "answer", "reasoning": one entry per deletion
     original: dict[str, float]
+    details: dict = dataclasses.field(default_factory=dict)  # a method's own facts about this chain, recorded
 
 
 def chain_log_likelihoods(base: BasePass, length: int, prompt_length: int, reasoning_length: int) -> dict[str, float]:
@@ -60,6 +61,22 @@ def chain_log_likelihoods(base: BasePass, length: int, prompt_length: int, reaso
     reasoning = float(log_probs[prompt_length: prompt_length + reasoning_length].sum())
     answer = float(log_probs[prompt_length + reasoning_length: length].sum())
     return {"joint": reasoning + answer, "answer": answer, "reasoning": reasoning}
+
+
+def local_costs(base: BasePass, tokens: np.ndarray, prompt_length: int, reasoning_length: int,
+                objective: str) -> np.ndarray:
+    """Each reasoning token's cost of deletion (nats of `objective` lost) over the two targets next to it alone: its
+    own, which leaves the sum, and the one after it, then predicted without it. The base pass gives these exactly for
+    every candidate at once; the rest of a cost (the targets further on) is what a suffix pass computes."""
+    length = len(tokens)
+    log_probs = base.token_log_probs(length)
+    counted = np.zeros(length + 1)
+    counted[prompt_length + reasoning_length: length] = 1.0
+    if objective == "joint":
+        counted[prompt_length: length] = 1.0
+    c = np.arange(prompt_length, prompt_length + reasoning_length)
+    skipped = base.skip_log_probs[c - 1].astype(np.float64)  # x[c+1] predicted from x[:c]
+    return counted[c] * log_probs[c] + counted[c + 1] * (log_probs[np.minimum(c + 1, length - 1)] - skipped)
 
 
 def pick_best(scores: np.ndarray, positions: np.ndarray, count: int) -> list[int]:
@@ -75,15 +92,55 @@ def pick_best(scores: np.ndarray, positions: np.ndarray, count: int) -> list[int
     return chosen
 
 
+WHOLE = np.iinfo(np.int32).max  # the suffix limit of a candidate scored exactly (its whole suffix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rescore:
+    """Candidates a step scores: indices into the remaining tokens, and each one's suffix limit (`WHOLE`: its exact
+    cost; a smaller limit: a cheap partial score, see `Scorer.score_step`, that the step never deletes by)."""
+
+    indices: np.ndarray
+    limits: np.ndarray
+
+    @classmethod
+    def whole(cls, indices) -> "Rescore":
+        indices = np.asarray(indices, np.int64)
+        return cls(indices, np.full(len(indices), WHOLE, np.int64))
+
+
 class CandidatePolicy(Protocol):
     """Which candidates a step rescores (approximate greedy); exact greedy rescores all of them every step."""
 
-    def choose(self, remaining: np.ndarray) -> np.ndarray | None:
-        """Indices into `remaining` (original positions left, ascending) to score this step; None for all."""
+    def choose(self, remaining: np.ndarray, local: np.ndarray) -> Rescore | None:
+        """The candidates to score first this step (None: all, exactly). `remaining` holds the original positions
+        left, ascending; `local` each one's local cost (`local_costs`), known without scoring."""
 
-    def observe(self, positions: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
-        """The costs (likelihood lost by deleting each, in nats) just scored at `positions`, and what the step
-        deleted."""
+    def refine(self, scored: np.ndarray, limits: np.ndarray, costs: np.ndarray) -> Rescore | None:
+        """More candidates to score this step, given those scored so far (indices into `remaining`), their limits
+        and costs; None to delete the best of those scored exactly."""
+
+    def observe(self, positions: np.ndarray, limits: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
+        """The costs (likelihood lost by deleting each, in nats) just scored at `positions` with `limits`, and what
+        the step deleted."""
+
+
+def _rounds(policy: CandidatePolicy, rescore: Rescore, request, costs, prompt_length: int):
+    """A step's scoring rounds: the policy's first candidates, then more while it asks; (scores, limits)."""
+    scores, limits = (yield request(rescore)), rescore.limits
+    while True:
+        more = policy.refine(scores.candidates - prompt_length, limits, costs(scores))
+        if more is None or not len(more.indices):
+            return scores, limits
+        scores = merge_scores(scores, (yield request(more)))
+        limits = np.concatenate([limits, more.limits])
+
+
+def merge_scores(first: StepScores, second: StepScores) -> StepScores:
+    """The scores of two requests of the same step, as one."""
+    return StepScores(np.concatenate([first.candidates, second.candidates]),
+                      np.concatenate([first.reasoning, second.reasoning]), np.concatenate([first.answer, second.answer]),
+                      first.token_forwards + second.token_forwards)
 
 
 # A pruning run as a generator: it yields each step's scoring request and is sent the step's scores, so that a driver
@@ -138,16 +195,33 @@ def greedy_steps(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
             for key in values:
                 trace.log_likelihoods[key][-1] = values[key]
         if len(trace.deletion_order) >= target:
+            if policy is not None and hasattr(policy, "details"):
+                trace.details.update(policy.details())
             return trace
-        chosen_indices = None if policy is None else policy.choose(remaining)
-        candidates = None if chosen_indices is None else prompt_length + np.asarray(chosen_indices, np.int64)
-        scores = yield StepRequest(tokens, prompt_length, len(remaining), base, candidates, suffix_limit)
-        objective = scores.objective(config.objective)
+        rescore = None if policy is None else policy.choose(
+            remaining, local_costs(base, tokens, prompt_length, len(remaining), config.objective))
+
+        def request(candidates: Rescore | None) -> StepRequest:
+            if candidates is None:
+                return StepRequest(tokens, prompt_length, len(remaining), base, None, suffix_limit)
+            limits = candidates.limits if suffix_limit is None else np.minimum(candidates.limits, suffix_limit)
+            return StepRequest(tokens, prompt_length, len(remaining), base, prompt_length + candidates.indices, limits)
+
+        def costs(scores: StepScores) -> np.ndarray:
+            return values[config.objective] - scores.objective(config.objective)
+
+        if rescore is None:
+            scores = yield request(None)
+            limits = np.full(len(scores.candidates), WHOLE)
+        else:
+            scores, limits = yield from _rounds(policy, rescore, request, costs, prompt_length)
+        exact = np.flatnonzero(limits == WHOLE)  # partial scores only guide the policy
         original_positions = remaining[scores.candidates - prompt_length]
         count = min(deletions_per_step, target - len(trace.deletion_order))
-        step_deleted = [int(original_positions[i]) for i in pick_best(objective, original_positions, count)]
+        best = pick_best(scores.objective(config.objective)[exact], original_positions[exact], count)
+        step_deleted = [int(original_positions[exact[i]]) for i in best]
         if policy is not None:
-            policy.observe(original_positions, values[config.objective] - objective, step_deleted)
+            policy.observe(original_positions, limits, costs(scores), step_deleted)
         for position in step_deleted:
             trace.deletion_order.append(position)
             deleted.add(position)

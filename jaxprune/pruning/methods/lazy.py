@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxprune.data.prompts import TokenSplit
-from jaxprune.pruning.greedy import PruneConfig, PruneSteps, PruneTrace, greedy_steps
+from jaxprune.pruning.greedy import PruneConfig, PruneSteps, PruneTrace, Rescore, greedy_steps
 from jaxprune.pruning.methods.base import SteppedMethod, register
 from jaxprune.pruning.scoring import Scorer
 
@@ -31,16 +31,21 @@ class StaleCosts:
         self.top_k, self.window, self.full_every = top_k, window, full_every
         self.step, self.last_deleted = 0, None
 
-    def choose(self, remaining: np.ndarray) -> np.ndarray | None:
+    def choose(self, remaining: np.ndarray, local: np.ndarray) -> Rescore | None:
+        del local  # stale whole costs only
         if self.step == 0 or (self.full_every and self.step % self.full_every == 0):
             return None
         costs = self.costs[remaining]
         best = np.lexsort((remaining, costs))[: self.top_k]  # lowest stale cost first, ties to the lower position
         gap = int(np.searchsorted(remaining, self.last_deleted))  # remaining[gap] is the token after the deletion
         near = np.arange(max(gap - self.window, 0), min(gap + self.window, len(remaining)))
-        return np.union1d(best, near)
+        return Rescore.whole(np.union1d(best, near))
 
-    def observe(self, positions: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
+    def refine(self, scored: np.ndarray, limits: np.ndarray, costs: np.ndarray) -> None:
+        return None  # one round a step
+
+    def observe(self, positions: np.ndarray, limits: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
+        del limits  # every candidate is scored with the method's one suffix limit
         self.costs[positions] = costs
         self.costs[deleted] = np.inf
         self.step += 1
@@ -72,18 +77,3 @@ class LazyGreedy(SteppedMethod):
         policy = StaleCosts(len(split.reasoning), self.top_k, self.window, self.full_every)
         return greedy_steps(scorer, split, config, on_step=on_step, policy=policy,
                             suffix_limit=self.suffix_limit or None, incremental_base=True)
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class Approx(LazyGreedy):
-    """The documented choice for long chains: lazy greedy with the settings that measured best against exact greedy
-    (benchmarks/RESULTS.md, "Approximate pruning against exact greedy")."""
-
-    name = "approx"
-    help = "Lazy greedy with the recommended settings (the documented choice for long chains)."
-
-    top_k: int = 8
-    window: int = 8
-    full_every: int = 0
-    suffix_limit: int = 0
