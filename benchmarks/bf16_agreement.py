@@ -39,7 +39,7 @@ DTYPES = ("float32", "bfloat16")
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gsm8k", default="../shared/data/gsm8k/test.jsonl", help="GSM8K test JSONL.")
+    parser.add_argument("--gsm8k", default="experiments/data/gsm8k/test.jsonl", help="GSM8K test JSONL.")
     parser.add_argument("--num_chains", type=int, default=10, help="How many chains to prune in each dtype.")
     parser.add_argument("--cache", default="/tmp/bf16_agreement.jsonl", help="Per-chain results, for resuming.")
     return parser.parse_args()

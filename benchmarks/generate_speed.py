@@ -21,7 +21,7 @@ from absl import app, flags
 _BATCH = flags.DEFINE_integer("batch", 16, "Prompts per generation call.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Tokens per completion at most.")
 _QUESTIONS = flags.DEFINE_integer("questions", 32, "Prompts in all (a multiple of --batch).")
-_DATA = flags.DEFINE_string("data", "../shared/data/gsm8k", "GSM8K directory (test.jsonl).")
+_DATA = flags.DEFINE_string("data", "experiments/data/gsm8k", "GSM8K directory (test.jsonl).")
 
 
 def main(argv):

@@ -17,7 +17,7 @@ from absl import app, flags
 
 from gsm8k_solutions import gsm8k_chains  # this folder is on the path when run as a script
 
-_GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K file.")
+_GSM8K = flags.DEFINE_string("gsm8k", "experiments/data/gsm8k/test.jsonl", "GSM8K file.")
 _NUM_CHAINS = flags.DEFINE_integer("num_chains", 50, "How many chains to prune.")
 _METHOD = flags.DEFINE_string("method", "greedy", "Pruning method (registered name, default settings).")
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.9, "Keep ratio.")

@@ -2,7 +2,7 @@
 
     python benchmarks/prune_speed.py [--chains=gsm8k --num_chains=3 --keep_ratio=0.7]
 
-Chains: `gsm8k` takes the first `--num_chains` GSM8K test problems from `../shared/data/gsm8k` whose worked solution
+Chains: `gsm8k` takes the first `--num_chains` GSM8K test problems from `experiments/data/gsm8k` whose worked solution
 is 80-160 characters, with the paper's JSON-answer system prompt (solution as reasoning, `{"answer": ...}` as the
 answer); or a chain JSONL path such as `experiments/data/demo_chains.jsonl` (SmolLM2's own chains).
 
@@ -25,7 +25,7 @@ from absl import app, flags
 from gsm8k_solutions import gsm8k_chains  # this folder is on the path when run as a script
 
 _CHAINS = flags.DEFINE_string("chains", "gsm8k", "'gsm8k' or a chain JSONL path.")
-_GSM8K = flags.DEFINE_string("gsm8k", "../shared/data/gsm8k/test.jsonl", "GSM8K file for --chains=gsm8k.")
+_GSM8K = flags.DEFINE_string("gsm8k", "experiments/data/gsm8k/test.jsonl", "GSM8K file for --chains=gsm8k.")
 _NUM_CHAINS = flags.DEFINE_integer("num_chains", 3, "How many chains to prune.")
 _KEEP_RATIO = flags.DEFINE_float("keep_ratio", 0.7, "Keep ratio of the exact comparison (a, b).")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Skip the PyTorch reference (a).")

@@ -2,6 +2,7 @@
 and malformed records named by file, line and field."""
 
 import json
+import os
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from jaxprune.data.questions import infer_dataset, load_questions
 from jaxprune.data.records import RecordError
 from jaxprune.data.synthetic import generate_problems
 
-GSM8K_DIR = "../shared/data/gsm8k"
+GSM8K_DIR = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "gsm8k")  # in the repository
 
 
 def write_jsonl(path, records):

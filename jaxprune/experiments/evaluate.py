@@ -1,6 +1,6 @@
 """Evaluation of a model (a distilled student) on held-out questions: greedy answers, checked, summarised.
 
-    python -m jaxprune.experiments.evaluate --model=outputs/student/student --source=../shared/data/gsm8k \
+    python -m jaxprune.experiments.evaluate --model=outputs/student/student --source=experiments/data/gsm8k \
         --split=test --limit=200 --max_new_tokens=1536 --output=outputs/eval/student.jsonl
 
 This is the generate CLI with evaluation defaults (one greedy answer per question, SPEC section 5): every outcome
