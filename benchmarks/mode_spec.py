@@ -3,10 +3,19 @@
 
 
 def parse_mode(spec: str) -> tuple[str, dict]:
-    """`"lazy:top_k=8,window=2"` -> `("lazy", {"top_k": 8, "window": 2})`; integer-looking values become ints."""
+    """`"lazy:top_k=8,window=2"` -> `("lazy", {"top_k": 8, "window": 2})`; numbers become ints or floats."""
     name, _, rest = spec.partition(":")
     settings = {}
     for pair in filter(None, rest.split(",")):
         key, value = pair.split("=")
-        settings[key] = int(value) if value.lstrip("-").isdigit() else value
+        settings[key] = _number(value)
     return name, settings
+
+
+def _number(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
