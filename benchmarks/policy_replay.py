@@ -80,13 +80,9 @@ def replay(policy, steps, chain, scorer):
 
 def make_policy(spec, size):
     from jaxprune.pruning.methods import make_method
-    from jaxprune.pruning.methods.lazy import StaleCosts
 
     name, settings = parse_mode(spec)
-    method = make_method(name, **settings)
-    if hasattr(method, "policy"):
-        return method.policy(size)
-    return StaleCosts(size, method.top_k, method.window, method.full_every)
+    return make_method(name, **settings).policy(size)
 
 
 def main(argv):

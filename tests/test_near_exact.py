@@ -54,6 +54,9 @@ class _WorstOnly:
             return None
         return Rescore.whole([scored[np.argmax(costs)]])
 
+    def details(self):
+        return {}
+
     def observe(self, positions, limits, costs, deleted):
         self.worst = int(positions[limits != WHOLE][np.argmax(costs[limits != WHOLE])])
         assert deleted == [self.worst]

@@ -124,6 +124,9 @@ class CandidatePolicy(Protocol):
         """The costs (likelihood lost by deleting each, in nats) just scored at `positions` with `limits`, and what
         the step deleted."""
 
+    def details(self) -> dict:
+        """Facts about the run that each record carries (e.g. how many steps were certified)."""
+
 
 def _rounds(policy: CandidatePolicy, rescore: Rescore, request, costs, prompt_length: int):
     """A step's scoring rounds: the policy's first candidates, then more while it asks; (scores, limits)."""
@@ -195,7 +198,7 @@ def greedy_steps(scorer: Scorer, split: TokenSplit, config: PruneConfig, start: 
             for key in values:
                 trace.log_likelihoods[key][-1] = values[key]
         if len(trace.deletion_order) >= target:
-            if policy is not None and hasattr(policy, "details"):
+            if policy is not None:
                 trace.details.update(policy.details())
             return trace
         rescore = None if policy is None else policy.choose(

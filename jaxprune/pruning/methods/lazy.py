@@ -44,6 +44,9 @@ class StaleCosts:
     def refine(self, scored: np.ndarray, limits: np.ndarray, costs: np.ndarray) -> None:
         return None  # one round a step
 
+    def details(self) -> dict:
+        return {}
+
     def observe(self, positions: np.ndarray, limits: np.ndarray, costs: np.ndarray, deleted: list[int]) -> None:
         del limits  # every candidate is scored with the method's one suffix limit
         self.costs[positions] = costs
@@ -71,9 +74,11 @@ class LazyGreedy(SteppedMethod):
         if self.top_k == 0 and self.window == 0 and self.full_every != 1:
             raise ValueError(f"{self.name}: top_k and window are both 0, so no step after a full one rescores")
 
+    def policy(self, size: int) -> StaleCosts:
+        return StaleCosts(size, self.top_k, self.window, self.full_every)
+
     def steps(self, scorer: Scorer, split: TokenSplit, record: dict[str, Any], config: PruneConfig, *,
               start: PruneTrace | None = None, on_step=None) -> PruneSteps:
         del record, start
-        policy = StaleCosts(len(split.reasoning), self.top_k, self.window, self.full_every)
-        return greedy_steps(scorer, split, config, on_step=on_step, policy=policy,
+        return greedy_steps(scorer, split, config, on_step=on_step, policy=self.policy(len(split.reasoning)),
                             suffix_limit=self.suffix_limit or None, incremental_base=True)
