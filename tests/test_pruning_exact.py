@@ -43,21 +43,25 @@ def naive_scorer(model):
     return log_likelihoods
 
 
-def naive_greedy(model, split, keep_ratio, objective, tolerance=1e-4):
+def naive_greedy(model, split, keep_ratio, objective, tolerance=1e-4, per_step=1):
+    """Score every remaining token's deletion, delete the `per_step` best (the lowest position on ties), repeat."""
     score = naive_scorer(model)
     reasoning = list(split.reasoning)
     remaining = list(range(len(reasoning)))
     order = []
-    for _ in range(deletions_for(len(reasoning), keep_ratio)):
-        scores = []
+    target = deletions_for(len(reasoning), keep_ratio)
+    while len(order) < target:
+        scores = {}
         for i in remaining:
             kept = [reasoning[j] for j in remaining if j != i]
             r, a = score(list(split.prompt) + kept + list(split.answer), len(split.prompt), len(kept))
-            scores.append(r + a if objective == "joint" else a)
-        best = max(scores)
-        choice = next(i for i, s in zip(remaining, scores) if s >= best - tolerance)  # lowest position on ties
-        order.append(choice)
-        remaining.remove(choice)
+            scores[i] = r + a if objective == "joint" else a
+        for _ in range(min(per_step, target - len(order))):
+            best = max(scores.values())
+            choice = min(i for i, s in scores.items() if s >= best - tolerance)
+            order.append(choice)
+            remaining.remove(choice)
+            del scores[choice]
     return order
 
 
@@ -74,6 +78,16 @@ def test_whole_deletion_order_equals_naive_reference(tiny, objective, seed):
     trace = greedy_prune(Scorer(tiny, token_budget=128), split, PruneConfig(keep_ratio=0.4, objective=objective))
     assert trace.deletion_order == naive_greedy(tiny, split, 0.4, objective)
     assert len(trace.deletion_order) == deletions_for(16, 0.4) == 10
+
+
+@pytest.mark.parametrize("per_step", [2, 3])
+def test_k_per_step_deletes_the_k_best_of_each_step_as_the_naive_reference_does(tiny, per_step):
+    from jaxprune.pruning.methods import make_method
+
+    split = random_split(6)
+    method = make_method("k_per_step", deletions_per_step=per_step)
+    trace = method.prune(Scorer(tiny, token_budget=128), split, {}, PruneConfig(keep_ratio=0.3))
+    assert trace.deletion_order == naive_greedy(tiny, split, 0.3, "joint", per_step=per_step)
 
 
 def test_ties_go_to_the_lowest_position(tiny):
