@@ -70,7 +70,7 @@ def test_sharded_index_checkpoint_loads_and_exports_sharded(tmp_path):
     np.testing.assert_allclose(torch_logits(reloaded, ids), torch_logits(reference, ids), atol=1e-5, rtol=0)
 
 
-def test_bfloat16_load_and_export(tmp_path):
+def test_bfloat16_load_and_export_write_the_source_tensors_rounded_to_bfloat16(tmp_path):
     import torch
     import transformers
 
@@ -83,6 +83,10 @@ def test_bfloat16_load_and_export(tmp_path):
     save_hf_model(ours, str(tmp_path / "export"))
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert reloaded.dtype == torch.bfloat16
+    source, exported = reference.state_dict(), reloaded.state_dict()
+    assert exported.keys() == source.keys()
+    for name, tensor in source.items():  # a float32 value rounds to one bfloat16: the export must hold exactly it
+        assert torch.equal(exported[name], tensor.to(torch.bfloat16)), name
 
 
 def _edit_config(directory, **changes):
