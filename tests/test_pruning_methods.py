@@ -181,3 +181,23 @@ def test_h2o_prune_keeps_the_recent_window_at_the_asked_keep_ratio(tiny):  # noq
         kept = 20 - deletions_for(20, keep_ratio)
         window = -(-kept // 2)
         assert not set(trace.deletion_order) & set(range(20 - window, 20)), keep_ratio
+
+
+@pytest.mark.parametrize("keep_ratio", [0.7, 0.4])
+def test_h2o_deletes_the_least_attended_tokens_outside_the_recent_window_of_a_plain_forward(tiny, keep_ratio):  # noqa
+    import jax.numpy as jnp
+
+    from jaxprune.models import causal_mask, positions_from_keep
+
+    split = random_split(7, reasoning=18)
+    ids = jnp.asarray([split.chain()])
+    keep = jnp.ones(ids.shape, bool)
+    # The plain forward's attention (checked against transformers' eager attention in test_model.py), summed by hand.
+    attentions = tiny(ids, positions_from_keep(keep), causal_mask(keep), return_attention=True).attentions
+    probabilities = sum(np.asarray(layer[0], np.float64).sum(axis=0) for layer in attentions)  # [query, key]
+    start, n = len(split.prompt), len(split.reasoning)
+    received = [probabilities[start + i + 1:, start + i].sum() for i in range(n)]  # from the later queries only
+    window = -(-(n - deletions_for(n, keep_ratio)) // 2)  # half the kept budget, rounded up
+    outside = sorted(range(n - window), key=lambda i: (received[i], i))
+    trace = make_method("h2o").prune(Scorer(tiny), split, {"id": "x"}, PruneConfig(keep_ratio=keep_ratio))
+    assert trace.deletion_order[:deletions_for(n, keep_ratio)] == outside[:deletions_for(n, keep_ratio)]
