@@ -130,3 +130,34 @@ def test_prune_runs_llmlingua2_and_keeps_forced_words(tmp_path, smollm2, classif
 def test_llmlingua2_needs_a_classifier(tmp_path):
     with pytest.raises(ValueError, match="--classifier"):
         RunConfig(input="a", output="b", prune=PruneConfig(keep_ratio=0.5), method="llmlingua2")
+
+
+def test_dataset_matching_keeps_the_words_compress_prompt_keeps_at_one_rate_meeting_the_mean_ratio(
+        tmp_path, smollm2, classifier_dir, monkeypatch):
+    import tiktoken
+    from llmlingua import PromptCompressor
+
+    model, tokenizer = smollm2
+    chains = [{"id": f"c{i}", "question": "How many clips?", "answer": "#### 8",
+               "reasoning": " ".join(f"Step {j}: Natalia sold {i + j} clips in May and she buys more apples."
+                                     for j in range(2 + i)) + "\n"} for i in range(6)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chains))
+    config = RunConfig(input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out.jsonl"),
+                       prune=PruneConfig(keep_ratio=0.35), system_prompt="Solve it.",
+                       method=make_method("llmlingua2", classifier=classifier_dir, length_matching="dataset"))
+    prune_dataset(config, model, tokenizer)
+    records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    rates = {record["llmlingua2_rate"] for record in records}
+    assert len(rates) == 1  # one rate for the whole dataset
+    kept = [1 - len(r["deletion_order"]) / len(r["reasoning_token_ids"]) for r in records]
+    # The mean is matched (a fixed rate of 0.35 keeps 0.374 here), not each chain; forced words make rate != ratio.
+    assert abs(np.mean(kept) - 0.35) <= 0.01 and np.ptp(kept) > 0
+    monkeypatch.setattr(tiktoken, "encoding_for_model", lambda name: llmlingua2.counting_encoding())
+    reference = PromptCompressor(model_name=classifier_dir, device_map="cpu", use_llmlingua2=True,
+                                 model_config={"trust_remote_code": False})
+    for record in records:  # each chain keeps what the llmlingua package keeps at that rate
+        result = reference.compress_prompt([record["reasoning"]], rate=record["llmlingua2_rate"],
+                                           force_tokens=["Step", ":"], force_reserve_digit=True,
+                                           drop_consecutive=True, return_word_label=True)
+        labelled = [pair.rsplit(" ", 1) for pair in result["fn_labeled_original_prompt"].split("\t\t|\t\t")]
+        assert "".join(record["pruned_reasoning"].split()) == "".join(w for w, label in labelled if label == "1")

@@ -99,4 +99,7 @@ class LLMLingua2(PruningMethod):
         return static_trace(scorer, split, order)
 
     def record_fields(self) -> dict[str, Any]:
-        return {"classifier": self.classifier, "length_matching": self.length_matching}
+        fields = {"classifier": self.classifier, "length_matching": self.length_matching}
+        if self._state.get("rate") is not None:  # the one rate the dataset-level search found: compress_prompt's
+            fields["llmlingua2_rate"] = self._state["rate"]
+        return fields
