@@ -1,6 +1,7 @@
 """Shared fixtures: 8 simulated CPU devices, tiny random PyTorch reference models, the packaged SmolLM2."""
 
 import os
+import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +14,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The checkout: the relative paths of tests, flagfiles and CLIs mean it, wherever pytest is started from.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # CLI runs as a user would start it
 
@@ -105,14 +109,14 @@ def tiny_dir(tmp_path_factory, smollm2):
 def cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Runs `python -m module args` as a user would (one device), capturing its output."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
-                          env=ONE_DEVICE)
+                          env=ONE_DEVICE, cwd=ROOT)
 
 
 def kill_after_lines(module: str, args, path, lines: int) -> int:
     """Starts `python -m module args`, kills it with SIGKILL once `path` has `lines` lines; returns the lines
     written by then."""
     process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=ONE_DEVICE)
+                               stderr=subprocess.DEVNULL, env=ONE_DEVICE, cwd=ROOT)
     deadline = time.time() + 300
     while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < lines):
         time.sleep(0.01)

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-NOTEBOOKS = sorted(pathlib.Path("colabs").glob("*.ipynb"))
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
 PLACEHOLDER = '"git+https://github.com/<owner>/jaxprune"'
 
 
@@ -41,13 +43,12 @@ def test_notebooks_run_on_the_cpu():
 
 def test_opened_from_this_checkout_each_notebook_installs_it_which_here_it_finds_done_so_pip_never_runs(
         monkeypatch, pip_calls):
-    root = pathlib.Path.cwd().resolve()  # the checkout the tests import jaxprune from
     sources = {path.name: install_cell(path) for path in NOTEBOOKS}
-    monkeypatch.chdir("colabs")  # where Jupyter (and nbmake) run a notebook
+    monkeypatch.chdir(ROOT / "colabs")  # where Jupyter (and nbmake) run a notebook
     for name, source in sources.items():
         namespace = {}
         exec(source, namespace)
-        assert namespace["REPO"] == str(root), name
+        assert namespace["REPO"] == str(ROOT), name
     assert pip_calls == []
 
 

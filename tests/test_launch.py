@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 FLAGFILE = "experiments/paper_gsm8k/pipeline.flags"
 TPU = ["launch/tpu_vm.py", "--name=run1", "--zone=us-west4-a", f"--flagfile_to_run={FLAGFILE}",
        "--accelerator_type=v5litepod-16", "--project=lab", "--collect_to={out}"]
 
 
-def launch(args, path_dir=None, cwd=None):
+def launch(args, path_dir=None, cwd=ROOT):
     env = dict(os.environ)
     if path_dir is not None:
         env["PATH"] = f"{path_dir}:{env['PATH']}"
@@ -88,7 +89,7 @@ def test_slurm_script_and_submission(tmp_path):
     (checkout / "experiments" / "paper_gsm8k").mkdir(parents=True)
     (checkout / FLAGFILE).write_text("")
     log = stand_ins(tmp_path, ["sbatch"])
-    result = launch([os.path.abspath(args[0]), *args[1:]], path_dir=tmp_path, cwd=checkout)
+    result = launch([str(ROOT / args[0]), *args[1:]], path_dir=tmp_path, cwd=checkout)
     assert result.returncode == 0, result.stderr
     assert log.read_text().splitlines() == ["sbatch outputs/slurm/gsm8k.sbatch"]
     script = (checkout / "outputs" / "slurm" / "gsm8k.sbatch").read_text()

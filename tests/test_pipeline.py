@@ -4,12 +4,11 @@ model (generate -> prune -> distill -> evaluate -> compare) that a rerun then sk
 import json
 import math
 import os
-import pathlib
 
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 from jaxprune.comparison import comparison_rows, markdown_table, plot
 
 
@@ -141,7 +140,7 @@ def test_whole_pipeline_on_a_tiny_model_then_a_rerun_skips_every_finished_stage(
     # run again on the rerun (the prune CLI resumes itself); the finished students are not rerun
 
 
-@pytest.mark.parametrize("flagfile", sorted(str(p) for p in pathlib.Path("experiments").glob("*/pipeline.flags")))
+@pytest.mark.parametrize("flagfile", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*/pipeline.flags")))
 def test_shipped_pipeline_flagfiles_parse_and_name_existing_stage_flagfiles(flagfile):
     result = cli("jaxprune.experiments.pipeline", f"--flagfile={flagfile}", "--dry_run")
     assert result.returncode == 0, result.stderr[-3000:]
