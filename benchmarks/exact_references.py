@@ -197,6 +197,8 @@ def main(argv):
                              "step_log_likelihoods": trace.log_likelihoods,
                              "original_log_likelihoods": trace.original, "token_forwards": scorer.forward_tokens,
                              "seconds": round(time.perf_counter() - begin, 1)})
+            if os.path.exists(progress_path):  # the chain is in the output now; its progress would only confuse
+                os.remove(progress_path)
 
 
 if __name__ == "__main__":
