@@ -18,45 +18,42 @@ from typing import Any, Iterable
 from absl import logging
 from tqdm import tqdm
 
-from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.checkpoints import DEFAULT_MODEL, LoadedModel, ModelSpec
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
 from jaxprune.data.records import RecordError, check_fields
-from jaxprune.pruning.chain_pruner import DTYPES, ChainPruner, SkippedChain
+from jaxprune.pruning.chain_pruner import ChainPruner, SkippedChain
 from jaxprune.pruning.greedy import PruneConfig
 from jaxprune.pruning.methods import PruningMethod, make_method
 
 
 class Pruner:
     """A pruner model with one method. `model` is any `--model` spec (packaged:NAME, a GGUF file, a Hugging Face
-    directory or hub id); `method` a registered name with its settings as keyword arguments (`Pruner(m, "approx",
-    top_k=16)`) or a `PruningMethod`; `mesh` a mesh shape such as "fsdp=-1" (weights split over this host's devices,
-    candidate rows over data and fsdp), a `jax.sharding.Mesh`, or None for one device. The attributes
-    `model` and `tokenizer` hold what was loaded, the model's weights placed on the mesh."""
+    directory or hub id), a `ModelSpec` (a pinned revision, its own dtype and mesh) or a `LoadedModel` already in
+    memory (`pruner_name` then names it in the records); `method` a registered name with its settings as keyword
+    arguments (`Pruner(m, "approx", top_k=16)`) or a `PruningMethod`; `dtype` and `mesh` go with a model named by a
+    string: `mesh` a mesh shape such as "fsdp=-1" (weights split over this host's devices, candidate rows over data
+    and fsdp), a `jax.sharding.Mesh`, or None for one device. The attributes `model` and `tokenizer` hold what was
+    loaded, the model's weights placed on the mesh."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, method: PruningMethod | str = "greedy", *, dtype: str = "float32",
-                 mesh: Any = "data=-1", token_budget: int = 4096,
-                 system_prompt: str | None = GSM8K_SYSTEM_PROMPT, **method_settings):
-        import jax
-        import jax.numpy as jnp
-
-        from jaxprune import sharding
-        from jaxprune.checkpoints import load_model
-
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    def __init__(self, model: str | ModelSpec | LoadedModel = DEFAULT_MODEL, method: PruningMethod | str = "greedy",
+                 *, dtype: str = "float32", mesh: Any = "data=-1", token_budget: int = 4096,
+                 system_prompt: str | None = GSM8K_SYSTEM_PROMPT, pruner_name: str | None = None,
+                 **method_settings):
         if isinstance(method, str):
             method = make_method(method, **method_settings)
         elif method_settings:
             raise ValueError(f"settings {sorted(method_settings)} go with a method name, not a method object")
-        if isinstance(mesh, str):
-            mesh = sharding.make_mesh(sharding.parse_mesh_shape(mesh), devices=jax.local_devices())
-        loaded, tokenizer = load_model(model, dtype=jnp.dtype(dtype), mesh=mesh)
-        if tokenizer is None:
-            raise ValueError(f"{model}: no tokenizer files next to the model")
-        self.tokenizer = tokenizer
-        self.model = loaded  # public so a user can see where the weights that prune live (their shardings)
-        self._chains = ChainPruner(loaded, tokenizer, method, model_name=model, system_prompt=system_prompt,
-                                   token_budget=token_budget, mesh=mesh if mesh is not None and mesh.size > 1 else None)
+        if isinstance(model, LoadedModel):
+            loaded, name = model, pruner_name or "in-memory model"
+        else:
+            if isinstance(model, str):
+                model = ModelSpec(model, dtype=dtype, mesh=mesh if isinstance(mesh, str) else "data=1")
+            loaded, name = model.load(mesh=None if mesh is None or isinstance(mesh, str) else mesh), model.model
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model  # public so a user can see where the weights that prune live (their shardings)
+        self._chains = ChainPruner(loaded.model, loaded.tokenizer, method, model_name=name,
+                                   system_prompt=system_prompt, token_budget=token_budget,
+                                   mesh=loaded.mesh if loaded.mesh.size > 1 else None)
 
     @property
     def method(self) -> PruningMethod:

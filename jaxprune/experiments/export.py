@@ -5,14 +5,12 @@
 
 from absl import flags, logging
 
-from jaxprune.checkpoints import DEFAULT_MODEL, load_model, save_hf_model
+from jaxprune.checkpoints import DEFAULT_MODEL, DTYPES, load_model, save_hf_model
 from jaxprune.experiments import cli
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 
 _SOURCE = flags.DEFINE_string("source", DEFAULT_MODEL, "GGUF file, Hugging Face directory, hub id, or packaged:NAME.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write the Hugging Face checkpoint into.", required=True)
-_DTYPE = flags.DEFINE_enum("dtype", "float32", list(DTYPES), "dtype of the written weights.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", DTYPES, "dtype of the written weights.")
 
 
 def main(argv):

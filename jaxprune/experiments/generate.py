@@ -15,7 +15,7 @@ import os
 from absl import app, flags, logging
 
 from jaxprune import distributed, files
-from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.checkpoints import DEFAULT_MODEL, DTYPES, ModelSpec
 from jaxprune.data.answers import DATASETS
 from jaxprune.data.prompts import SYSTEM_PROMPTS
 from jaxprune.experiments import cli
@@ -46,7 +46,7 @@ _LENGTH_PERCENTILE = flags.DEFINE_float("length_percentile", None, "Filter: drop
 _FROM_SOLUTIONS = flags.DEFINE_bool("from_solutions", False, "No sampling: the questions' own worked solutions "
                                      "are the chains (GSM8K train, generated:N; a solution without the dataset's "
                                      "answer marker is judged wrong and filtered); --model then only tokenizes.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Teacher dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", DTYPES, "Teacher dtype.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: decode rows over data (and fsdp), "
                             "weights and KV heads over fsdp / tensor, e.g. fsdp=-1 for a model that does not fit one "
                             "device.")
@@ -55,10 +55,7 @@ _MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: decode 
 def main(argv):
     del argv
     import jax
-    import jax.numpy as jnp
 
-    from jaxprune import sharding
-    from jaxprune.checkpoints import load_model, load_tokenizer
     from jaxprune.data.filters import filter_chains
     from jaxprune.data.questions import infer_dataset, load_questions
     from jaxprune.data.records import read_jsonl, write_jsonl_atomic, write_text_atomic
@@ -70,6 +67,7 @@ def main(argv):
         sampling=SamplingConfig(max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
                                 top_p=_TOP_P.value),
         samples=_SAMPLES.value, batch_size=_BATCH_SIZE.value, seed=_SEED.value, teacher=_MODEL.value)
+    teacher = ModelSpec(_MODEL.value, dtype=_DTYPE.value, mesh=_MESH.value)
     dataset = _DATASET.value or infer_dataset(_SOURCE.value)
     if dataset is None:
         raise app.UsageError(f"--source={_SOURCE.value}: cannot tell the answer format; pass --dataset")
@@ -88,18 +86,13 @@ def main(argv):
     distributed.initialize()
 
     if _FROM_SOLUTIONS.value:
-        tokenizer = load_tokenizer(_MODEL.value)
-        if tokenizer is None:
-            raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
+        tokenizer = teacher.tokenizer()
         if jax.process_index() == 0:
             write_jsonl_atomic(all_output, reference_chains(questions, tokenizer, system or None))
         config = dataclasses.replace(config, samples=1, teacher=REFERENCE_TEACHER)
     else:
-        mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
+        model, tokenizer, mesh = teacher.load()  # the weights straight into their shards
         distributed.log_topology(mesh)
-        model, tokenizer = load_model(_MODEL.value, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)  # into its shards
-        if tokenizer is None:
-            raise app.UsageError(f"--model={_MODEL.value}: no tokenizer files next to the model")
         sample_chains(questions, model, tokenizer, config, system or None, all_output,
                       mesh=mesh if mesh.size > 1 else None)
     if jax.process_index() != 0:

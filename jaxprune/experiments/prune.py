@@ -10,7 +10,7 @@ adds the token spans, the deletion order, per-step log-likelihoods and the prune
 from absl import app, flags, logging
 
 from jaxprune import distributed, files
-from jaxprune.checkpoints import DEFAULT_MODEL
+from jaxprune.checkpoints import DEFAULT_MODEL, DTYPES, ModelSpec
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT
 from jaxprune.experiments import cli
 from jaxprune.experiments.method_flags import define_method_flags, method_from_flags
@@ -37,7 +37,7 @@ _MAX_CHAINS = flags.DEFINE_integer("max_chains", None, "Prune only the first N c
 _CHAINS_PER_CALL = flags.DEFINE_integer("chains_per_call", 1, "Chains pruned together, their greedy steps sharing "
                                         "scoring calls (fills the calls of short chains; same orders).")
 _TOKEN_BUDGET = flags.DEFINE_integer("token_budget", 4096, "Tokens per scoring call (memory vs. speed).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ("float32", "bfloat16"), "Pruner dtype; bfloat16 is approximate.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", DTYPES, "Pruner dtype; bfloat16 is approximate.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "This host's device mesh: candidate rows over data (and fsdp), "
                             "weights over fsdp and tensor, e.g. fsdp=-1 or data=2,fsdp=2,tensor=2. Each host "
                             "prunes its own chains.")
@@ -60,15 +60,13 @@ def main(argv):
                            system_prompt=_SYSTEM_PROMPT.value or None, on_invalid=_ON_INVALID.value,
                            max_chains=_MAX_CHAINS.value, chains_per_call=_CHAINS_PER_CALL.value,
                            dtype=_DTYPE.value)
+        spec = ModelSpec(config.model, dtype=_DTYPE.value, mesh=_MESH.value)
     except ValueError as error:
         raise cli.FlagError(str(error)) from None
 
     import jax
-    import jax.numpy as jnp
 
-    from jaxprune import sharding
     from jaxprune.analysis.chain_view import html_view, terminal_view
-    from jaxprune.checkpoints import load_model
     from jaxprune.data.records import read_chains, read_jsonl, write_text_atomic
     from jaxprune.pruning.runner import prune_dataset
 
@@ -77,12 +75,9 @@ def main(argv):
         if output:
             files.make_parent(output)
     distributed.initialize()
-    mesh = sharding.make_mesh(sharding.parse_mesh_shape(_MESH.value), devices=jax.local_devices())
-    distributed.log_topology(mesh)
     # Weights go straight into their shards (fsdp / tensor axes); candidate rows are split over data and fsdp.
-    model, tokenizer = load_model(config.model, dtype=jnp.dtype(_DTYPE.value), mesh=mesh)
-    if tokenizer is None:
-        raise app.UsageError(f"--model={config.model}: no tokenizer files next to the model")
+    model, tokenizer, mesh = spec.load()
+    distributed.log_topology(mesh)
     counts = prune_dataset(config, model, tokenizer, token_budget=_TOKEN_BUDGET.value,
                            mesh=mesh if mesh.size > 1 else None)
     logging.info("done: %s", counts)

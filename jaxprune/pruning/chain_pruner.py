@@ -13,14 +13,13 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from jaxprune.checkpoints.spec import DTYPES
 from jaxprune.data.prompts import TokenSplit, split_chain
 from jaxprune.data.records import RecordError
 from jaxprune.pruning.greedy import PruneConfig, PruneTrace, deletions_for
 from jaxprune.pruning.methods import PruningMethod, make_method
 from jaxprune.pruning.multi_chain import prune_together
 from jaxprune.pruning.scoring import Scorer
-
-DTYPES = ("float32", "bfloat16")
 
 
 class SkippedChain(Exception):

@@ -18,10 +18,11 @@ from typing import Any
 from absl import logging
 from tqdm import tqdm
 
+from jaxprune.checkpoints.spec import DTYPES
 from jaxprune.data.prompts import GSM8K_SYSTEM_PROMPT, TokenSplit
 from jaxprune.data.process_parts import ProcessParts
 from jaxprune.data.records import RecordError, read_chains
-from jaxprune.pruning.chain_pruner import DTYPES, ChainPruner, SkippedChain, saved_mode
+from jaxprune.pruning.chain_pruner import ChainPruner, SkippedChain, saved_mode
 from jaxprune.pruning.greedy import PruneConfig
 from jaxprune.pruning.methods import PruningMethod, make_method
 from jaxprune.pruning.scoring import compiled_programs
