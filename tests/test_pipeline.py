@@ -1,9 +1,11 @@
 """The experiment pipeline: the comparison table's statistics, the commands the driver runs, and a whole run on a tiny
 model (generate -> prune -> distill -> evaluate -> compare) that a rerun then skips."""
 
+import itertools
 import json
 import math
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -40,26 +42,145 @@ def test_comparison_groups_seeds_resamples_questions_and_pairs_with_greedy(tmp_p
     half_width = 1.96 * math.sqrt(0.19 / 1000)
     assert greedy["accuracy_ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
     assert rows[0]["achieved_keep_ratio"] is None and rows[3]["accuracy_sd"] == 0.0
+    # The table's interval of the two seeds resamples seeds too: a quarter of the resamples draw seed 0 twice (30%
+    # of the questions right), a quarter seed 1 twice (50%), half one of each (the seed average above). Seeds this
+    # far apart make it much wider than the question-only interval.
+    seed_question = _normal_mixture_interval([(0.25, 0.3, 0.21 / 1000), (0.5, 0.4, 0.19 / 1000),
+                                              (0.25, 0.5, 0.25 / 1000)])
+    assert greedy["accuracy_seed_question_ci95"] == pytest.approx(seed_question, abs=0.005)
+    assert greedy["accuracy_reported_ci95"] == greedy["accuracy_seed_question_ci95"]
+    assert np.diff(greedy["accuracy_reported_ci95"])[0] > 3 * np.diff(greedy["accuracy_ci95"])[0]
+    assert greedy["accuracy_wilson_ci95"] is None
+    for row, correct in zip([rows[0], rows[1], rows[3]], [20, 700, 100]):  # one result each: Wilson over questions
+        assert row["accuracy_reported_ci95"] == row["accuracy_wilson_ci95"] == pytest.approx(
+            _closed_form_wilson(correct, 1000), rel=1e-9)
+        assert row["accuracy_seed_question_ci95"] is None
 
     uniform_pair, = rows[3]["paired"]  # uniform right on a subset of every greedy seed's questions
     assert uniform_pair["reference_keep_ratio"] == 0.7 and uniform_pair["difference"] == pytest.approx(-0.3)
     assert uniform_pair["difference_ci95"][1] < 0
     # McNemar pairs uniform's seed 1 with greedy's seed 1 (500 right), not with the first greedy row (seed 0).
     assert [(t["reference_only"], t["method_only"]) for t in uniform_pair["mcnemar"]] == [(400, 0)]
+    # Its seed-and-question interval resamples that one seed pair: uniform - greedy of seed 1 per question is -1 on
+    # 400 questions, else 0.
+    assert uniform_pair["seed_pairs"] == [[1, 1]] and uniform_pair["difference_seed_pairs"] == pytest.approx(-0.4)
+    assert uniform_pair["difference_seed_question_ci95"] == pytest.approx(
+        _normal_mixture_interval([(1.0, -0.4, 0.24 / 1000)]), abs=0.005)
     base_pair, = rows[0]["paired"]  # the untrained model against each greedy seed
     assert [(t["reference_only"], t["method_only"]) for t in base_pair["mcnemar"]] == [(280, 0), (480, 0)]
     assert base_pair["reference_keep_ratio"] == 0.7 and greedy["paired"] == []
+    # Against greedy seed 0 the untrained model's per-question difference is -1 on 280 questions, against seed 1 on
+    # 480; drawing both seed pairs averages them (-1 on 280, -0.5 on 200). The seeds' disagreement widens the
+    # interval well past the question-only one.
+    assert base_pair["seed_pairs"] == [[None, 0], [None, 1]]
+    assert base_pair["difference_seed_question_ci95"] == pytest.approx(_normal_mixture_interval(
+        [(0.25, -0.28, 0.28 * 0.72 / 1000), (0.5, -0.38, (0.28 + 0.2 * 0.25 - 0.38 ** 2) / 1000),
+         (0.25, -0.48, 0.48 * 0.52 / 1000)]), abs=0.005)
+    assert np.diff(base_pair["difference_seed_question_ci95"])[0] > 3 * np.diff(base_pair["difference_ci95"])[0]
 
     with pytest.raises(ValueError, match="no summaries of the reference method 'approx'"):
         comparison_rows(summaries, reference="approx")
     with pytest.raises(ValueError, match="different question sets"):
         comparison_rows(summaries + [_summary(1, 10, 5.0, "greedy", 0.9)])
 
-    table = markdown_table(rows).splitlines()
+    text = markdown_table(rows)
+    table = text.splitlines()
     assert table[4].startswith("| greedy | 0.7 (0.700) | 2 | 40.0% ± 14.1% |") and "30.0%, 50.0%" in table[4]
-    assert "| uniform | 0.7 (0.700) | 0.7 | -30.0% |" in "\n".join(table)
+    assert "| uniform | 0.7 (0.700) | 0.7 | -30.0% |" in text
+    low, high = greedy["accuracy_seed_question_ci95"]  # the table shows the interval that resamples seeds
+    assert f"| {low:.1%}-{high:.1%} |" in table[4]
+    low, high = _closed_form_wilson(20, 1000)
+    assert table[2].startswith(f"| untrained | - | 1 | 2.0% ± 0.0% | {low:.1%}-{high:.1%} |")
+    low, high = base_pair["difference_seed_question_ci95"]  # and the paired interval that resamples seed pairs
+    assert f"| untrained | - | 0.7 | -38.0% | {low:+.1%} to {high:+.1%} |" in text
+    low, high = uniform_pair["difference_seed_question_ci95"]  # centred on its one seed pair's difference
+    assert f"| uniform | 0.7 (0.700) | 0.7 | -30.0% | {low:+.1%} to {high:+.1%} (seed pairs: -40.0%) |" in text
     plot(rows, str(tmp_path / "comparison.png"))
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _closed_form_wilson(successes, trials, z=1.959963984540054):
+    """The Wilson score interval written out: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    rate = successes / trials
+    center = rate + z * z / (2 * trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
+    return [(center - half) / (1 + z * z / trials), (center + half) / (1 + z * z / trials)]
+
+
+def _normal_mixture_interval(components, confidence=0.95):
+    """The central interval of a mixture of normals `(weight, mean, variance)`: where a bootstrap's resample means
+    fall when each way of drawing the seeds is one normal component over the questions."""
+    from scipy import optimize, stats
+
+    def cdf(x):
+        return sum(w * stats.norm.cdf(x, mean, math.sqrt(variance)) for w, mean, variance in components)
+
+    tail = (1 - confidence) / 2
+    return [optimize.brentq(lambda x: cdf(x) - q, -2, 2, xtol=1e-9) for q in (tail, 1 - tail)]
+
+
+def _holm_by_definition(p_values):
+    """Holm's step-down: the k-th smallest of m p-values times m - k + 1, the running maximum, capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [None] * len(p_values), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _sign_flip_p(method, reference):
+    """The exact two-sided sign-flip p of the per-question differences of seed-averaged accuracies, enumerating
+    every sign of the questions that differ."""
+    differences = [Fraction(sum(m), len(m)) - Fraction(sum(r), len(r)) for m, r in
+                   zip(zip(*method), zip(*reference))]
+    differences = [d for d in differences if d != 0]
+    observed = abs(sum(differences))
+    flips = list(itertools.product((1, -1), repeat=len(differences)))
+    return sum(abs(sum(s * d for s, d in zip(signs, differences))) >= observed for signs in flips) / len(flips)
+
+
+def test_comparison_table_tests_each_pair_by_permutation_and_holm_adjusts_over_the_whole_table():
+    # Twelve questions, so the permutation tests are exact; greedy at two keep ratios, so the table's comparisons
+    # span keep ratios and rows (the base model is paired with both).
+    outcomes = {  # (method, keep ratio, seed): right (1) or wrong (0) per question
+        ("greedy", 0.7, 0): "111111000000", ("greedy", 0.7, 1): "111110100000",
+        ("greedy", 0.5, 0): "110000000000", ("greedy", 0.5, 1): "100000000000",
+        ("uniform", 0.7, 0): "111111000001", ("uniform", 0.7, 1): "111110100000",  # apart on one
+        ("uniform", 0.5, 0): "111111110000", ("uniform", 0.5, 1): "111111100000",  # better on seven
+        ("surprisal", 0.7, 0): "110000000000", ("surprisal", 0.7, 1): "111000000000",  # worse on five
+        (None, None, None): "111100000000"}
+    summaries = []
+    for (method, keep_ratio, seed), right in outcomes.items():
+        summary = _summary(0, len(right), 10.0, method, keep_ratio, seed=seed)
+        summary["outcomes"] = {f"q{i:04d}": c == "1" for i, c in enumerate(right)}
+        summaries.append(summary)
+    rows = comparison_rows(summaries, base_name="base")
+
+    def correct(method, keep_ratio):
+        method = None if method == "base" else method
+        return [[c == "1" for c in right] for (m, k, _), right in outcomes.items()
+                if (m, k) == (method, keep_ratio)]
+
+    pairs = [(row, pair) for row in rows for pair in row["paired"]]
+    assert [(row["method"], row["keep_ratio"], pair["reference_keep_ratio"]) for row, pair in pairs] == [
+        ("base", None, 0.7), ("base", None, 0.5), ("uniform", 0.7, 0.7), ("uniform", 0.5, 0.5),
+        ("surprisal", 0.7, 0.7)]
+    p_values = [_sign_flip_p(correct(row["method"], row["keep_ratio"]),
+                             correct("greedy", pair["reference_keep_ratio"])) for row, pair in pairs]
+    assert [pair["permutation_p"] for _, pair in pairs] == pytest.approx(p_values, abs=1e-12)
+    holm = _holm_by_definition(p_values)  # one family: every comparison of the table
+    assert min(p_values) < 0.05 < min(holm)  # the adjustment matters here
+    assert [pair["permutation_p_holm"] for _, pair in pairs] == pytest.approx(holm, abs=1e-12)
+    assert all(pair["holm_comparisons"] == 5 for _, pair in pairs)
+    assert len(pairs[0][1]["mcnemar"]) == 2 and len(pairs[2][1]["mcnemar"]) == 2  # kept in the JSON rows
+
+    table = markdown_table(rows)
+    header, _, *shown = table.split("Paired with")[1].split("\n\n")[1].splitlines()  # the paired table
+    assert header.endswith("| permutation p | Holm-adjusted p |") and "McNemar" not in header
+    assert [line.split(" | ")[-2:] for line in shown] == [[f"{p:.3g}", f"{h:.3g} |"] for p, h in zip(p_values, holm)]
+    assert "Holm-adjusted p: Holm's step-down adjustment of the permutation p over the 5 comparisons" in table
+    assert json.loads(json.dumps(rows)) == rows  # comparison.json holds the rows as they are
 
 
 def _pipeline_args(tmp_path, tiny_dir):
