@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-LENGTH_PERCENTILES = {"gsm8k": 99.0, "math": 90.0, "mmlu_pro": 90.0}
+from jaxprune.tasks import get_task
+
 LENGTH_FIELDS = ("question_tokens", "reasoning_tokens", "answer_tokens")
 
 
@@ -32,7 +33,7 @@ def filter_chains(records: Sequence[dict[str, Any]], *, min_reasoning_chars: int
             passed.append(record)
     limits = {}
     for dataset in sorted({r["dataset"] for r in passed}):
-        percentile = length_percentile if length_percentile is not None else LENGTH_PERCENTILES[dataset]
+        percentile = length_percentile if length_percentile is not None else get_task(dataset).length_percentile
         lengths = {field: [r[field] for r in passed if r["dataset"] == dataset] for field in LENGTH_FIELDS}
         limits[dataset] = {field: float(np.percentile(values, percentile)) for field, values in lengths.items()}
     kept = []

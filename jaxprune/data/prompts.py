@@ -19,20 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from jaxprune.data.answers import THINK_CLOSE, THINK_OPEN
+from jaxprune.tasks import TASKS
 
-GSM8K_SYSTEM_PROMPT = (
-    "Solve the math problem step by step. After your reasoning, give the final answer on the last line as a JSON "
-    'object, exactly in this format: {"answer": "<number>"}')
-# Per-dataset system prompts with the answer formats of SPEC section 4. `gsm8k_hash` asks for GSM8K's own
-# `#### <number>` line, which small models (SmolLM2-135M) follow where they ignore the JSON format.
-SYSTEM_PROMPTS = {
-    "gsm8k": GSM8K_SYSTEM_PROMPT,
-    "gsm8k_hash": "Solve the math problem step by step. Write the final answer on the last line as: #### <number>",
-    "math": ("Solve the math problem step by step. End your solution with the final answer exactly in this format: "
-             "Thus, the final answer is: \\boxed{<answer>}"),
-    "mmlu_pro": ("Answer the multiple-choice question by reasoning step by step. End your solution exactly in this "
-                 "format: Thus, the final answer is: <letter>"),
-}
+# The system prompts that ask for each task's answer format (SPEC section 4), by name: each task's own, and variants
+# such as `gsm8k_hash` (GSM8K's `#### <number>` line, which small models follow where they ignore JSON).
+SYSTEM_PROMPTS = {name: text for task_name in sorted(TASKS) for name, text in TASKS[task_name].system_prompts.items()}
+GSM8K_SYSTEM_PROMPT = SYSTEM_PROMPTS["gsm8k"]
 
 _REASONING_MARK = "\ue000jaxprune-reasoning\ue000"
 _ANSWER_MARK = "\ue000jaxprune-answer\ue000"

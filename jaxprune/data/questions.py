@@ -21,13 +21,16 @@ import os
 from typing import Any, Iterator
 
 from jaxprune import files
-from jaxprune.data.answers import DATASETS, extract_answer
 from jaxprune.data.records import RecordError, read_rows
+from jaxprune.tasks import TASKS, get_task
+from jaxprune.tasks.base import string_field
 
 QUESTION_FIELDS = ("id", "dataset", "question", "gold")
-HUB_DATASETS = {"openai/gsm8k": ("gsm8k", "main"), "simplescaling/openaimath": ("math", None),
-                "TIGER-Lab/MMLU-Pro": ("mmlu_pro", None)}
-OPTION_LETTERS = "ABCDEFGHIJ"
+
+
+def hub_datasets() -> dict[str, tuple[str, str | None]]:
+    """Hub dataset id -> (task, subset), from the registered tasks' own hub ids."""
+    return {hub_id: (name, subset) for name, task in TASKS.items() for hub_id, subset in task.hub_ids.items()}
 
 
 def infer_dataset(source: str) -> str | None:
@@ -36,63 +39,30 @@ def infer_dataset(source: str) -> str | None:
         return "math"
     if source.startswith("generated:"):
         return "gsm8k"
-    if source in HUB_DATASETS:
-        return HUB_DATASETS[source][0]
+    if source in hub_datasets():
+        return hub_datasets()[source][0]
     name = os.path.basename(os.path.normpath(source)).lower().replace("-", "_")
-    return next((d for d in DATASETS if d in name), "math" if "openaimath" in name else None)
-
-
-def _string(raw: dict[str, Any], field: str, where: str) -> str:
-    if field not in raw:
-        raise RecordError(f"{where}: missing field '{field}'")
-    value = raw[field]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise RecordError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
-    return str(value)
+    return next((task for task in sorted(TASKS) if any(hint in name for hint in TASKS[task].name_hints)), None)
 
 
 def _normalise(raw: dict[str, Any], dataset: str, default_id: str, where: str) -> dict[str, Any]:
-    """One raw record of `dataset` as a question record."""
+    """One raw record of `dataset` as a question record (one that has `question` and `gold` is taken as it is)."""
     record_id = str(raw.get("id", raw.get("unique_id", raw.get("question_id", default_id))))
     if "gold" in raw:
-        question, gold, solution = _string(raw, "question", where), _string(raw, "gold", where), raw.get("solution")
-    elif dataset == "gsm8k":
-        question, solution = _string(raw, "question", where), _string(raw, "answer", where)
-        gold = extract_answer(solution, "gsm8k")
-        if gold is None:
-            raise RecordError(f"{where}: field 'answer' has no '#### <number>' line")
-    elif dataset == "math":
-        question = _string(raw, "problem" if "problem" in raw else "question", where)
+        question, gold = string_field(raw, "question", where), string_field(raw, "gold", where)
         solution = raw.get("solution")
-        if "answer" in raw:
-            gold = _string(raw, "answer", where)
-        else:
-            gold = extract_answer(_string(raw, "solution", where), "math")
-            if gold is None:
-                raise RecordError(f"{where}: no field 'answer' and field 'solution' has no \\boxed{{}} answer")
     else:
-        question, solution = _mmlu_question(raw, where), raw.get("cot_content") or None
-        gold = _string(raw, "answer", where).strip().upper()
-        if gold not in OPTION_LETTERS[: len(raw["options"])]:
-            raise RecordError(f"{where}: field 'answer'={gold!r} is not one of the option letters")
+        question, gold, solution = get_task(dataset).question(raw, where)
     record = {"id": record_id, "dataset": dataset, "question": question, "gold": gold}
     if solution:
         record["solution"] = str(solution)
     return record
 
 
-def _mmlu_question(raw: dict[str, Any], where: str) -> str:
-    options = raw.get("options")
-    if not isinstance(options, (list, tuple)) or not 2 <= len(options) <= len(OPTION_LETTERS):
-        raise RecordError(f"{where}: field 'options' must be a list of 2 to {len(OPTION_LETTERS)} strings")
-    lines = [f"{letter}. {option}" for letter, option in zip(OPTION_LETTERS, options)]
-    return _string(raw, "question", where) + "\n\nOptions:\n" + "\n".join(lines)
-
-
 def _hub_rows(source: str, split: str, subset: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     import datasets
 
-    subset = subset or HUB_DATASETS.get(source, (None, None))[1]
+    subset = subset or hub_datasets().get(source, (None, None))[1]
     for number, raw in enumerate(datasets.load_dataset(source, subset, split=split), start=1):
         yield f"{source}[{split}]:row {number}", raw
 
@@ -114,8 +84,9 @@ def load_questions(source: str, *, dataset: str | None = None, split: str = "tes
                    limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Reads and checks every question of `source` (the first `limit`) before any model work; ids must be unique."""
     dataset = dataset or infer_dataset(source)
-    if dataset not in DATASETS:
-        raise ValueError(f"cannot tell the answer format of {source!r}; pass dataset= one of {', '.join(DATASETS)}")
+    if dataset not in TASKS:
+        raise ValueError(f"cannot tell the answer format of {source!r}; pass dataset= one of "
+                         f"{', '.join(sorted(TASKS))}")
     if source.startswith("generated:"):
         from jaxprune.data.synthetic import generate_problems
 
