@@ -1,6 +1,8 @@
 """Analysis statistics on constructed inputs with known answers: functional roles (a hand-labelled passage covering
 every priority rule) and pruning patterns (planted deletion orders)."""
 
+import math
+
 import pytest
 
 from jaxprune.analysis.patterns import markdown_table, plot, retention
@@ -217,6 +219,10 @@ def test_answer_preservation_reads_the_continuation_after_the_answer_opening(smo
     result = answer_preservation(model, tokenizer, records, [1.0, 0.7], max_new_tokens=4, batch_size=2)
     assert result[1.0]["chains"] == 3 and result[1.0]["preserved"] == 2
     assert result[0.7]["chains"] == 2 and result[0.7]["preserved"] == 1  # c1 was pruned by one token only
+    z, n, rate = 1.959963984540054, 3, 2 / 3  # the Wilson score interval, written out
+    centre, half = (rate + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(
+        rate * (1 - rate) / n + z * z / (4 * n * n))
+    assert result[1.0]["rate_ci95"] == pytest.approx([centre - half, centre + half], rel=1e-9)
 
 
 def test_llm_annotations_are_parsed_leniently_and_compared_with_the_tagger():

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from jaxprune.data.answers import extract_answer, is_correct
 from jaxprune.data.teacher import end_of_turn_ids
-from jaxprune.statistics import bootstrap_interval
+from jaxprune.statistics import wilson_interval
 from jaxprune.generation import SamplingConfig, generate
 from jaxprune.pruning.greedy import deletions_for
 from jaxprune.plotting import pyplot, save_figure
@@ -43,7 +43,8 @@ def kept_prompt(record: dict[str, Any], keep_ratio: float) -> list[int]:
 
 def answer_preservation(model, tokenizer, records: Sequence[dict[str, Any]], keep_ratios: Sequence[float], *,
                         max_new_tokens: int = 256, batch_size: int = 16) -> dict[float, dict[str, Any]]:
-    """Per keep ratio: how many chains still give the teacher's answer, the rate and its 95% bootstrap interval.
+    """Per keep ratio: how many chains still give the teacher's answer, the rate and its 95% Wilson interval (not a
+    bootstrap: that collapses to a point at 0 or all chains preserved, common on a few chains).
     Chains whose deletion order stops short of a keep ratio are left out of it."""
     jobs = [(keep_ratio, record, answer_opening(record, tokenizer)) for keep_ratio in keep_ratios
             for record in records
@@ -61,13 +62,13 @@ def answer_preservation(model, tokenizer, records: Sequence[dict[str, Any]], kee
         teacher = record.get("prediction") or extract_answer(record["answer"], dataset)
         outcomes[keep_ratio].append(float(teacher is not None and is_correct(prediction, teacher, dataset)))
     return {keep_ratio: {"chains": len(values), "preserved": int(sum(values)), "rate": sum(values) / len(values),
-                         "rate_ci95": list(bootstrap_interval(values))}
+                         "rate_ci95": list(wilson_interval(int(sum(values)), len(values)))}
             for keep_ratio, values in outcomes.items() if values}
 
 
 def markdown_table(results: dict[str, dict[float, dict[str, Any]]]) -> str:
     """Preservation rate per method (rows) and keep ratio."""
-    lines = ["| method | keep ratio | chains | answer preserved | 95% interval |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| method | keep ratio | chains | answer preserved | 95% interval (Wilson) |", "| --- | --- | --- | --- | --- |"]
     for method, by_ratio in results.items():
         for keep_ratio, row in sorted(by_ratio.items(), key=lambda item: -float(item[0])):
             low, high = row["rate_ci95"]
