@@ -1,7 +1,10 @@
-"""Compiles each stage's real program for a TPU topology on a machine without TPUs, and says whether it fits.
+"""Compiles each stage's real program for a TPU or NVIDIA GPU topology on a machine without either, and says whether
+it fits.
 
 `libtpu` compiles for a topology it is only told about (`jax.experimental.topologies`), so a configuration can be
-checked before a pod is paid for (MaxText's `train_compile.py`). Every program is the one the stage runs, at real
+checked before a pod is paid for (MaxText's `train_compile.py`). The CUDA plugin does the same for `<gpu>:<n>`, n GPUs
+of one host (`h100:8`), from a description of the GPU (a GpuTargetConfig text proto written by
+`jaxprune/gpu_targets.py` from published figures; `GPUS` is the table of them). Every program is the one the stage runs, at real
 size: parameters are abstract (`jax.eval_shape`, nothing allocated) with the shardings our logical rules give them,
 and each stage's worst case is compiled:
 
@@ -11,15 +14,18 @@ and each stage's worst case is compiled:
   copy the most prefix keys (the packer's own rows and widths at the first and at the last step);
 * distill: one optimizer step at the flagfile's batch, length, remat, LoRA or full fine-tuning.
 
-A program fits when arguments + temporaries + outputs (less what is aliased) stay within the device's HBM less a
-little headroom the runtime keeps. FLOPs are XLA's, per device (the vocabulary loop is unrolled so that all its
-chunks are counted, in memory too, a slight overestimate; the decode loop's body, one step, is counted once), next
-to this package's cost model.
+A program fits when arguments + temporaries + outputs (less what is aliased) stay within the share of the device's
+memory a program may use: on a TPU its HBM less a little headroom the runtime keeps; on a GPU the share JAX's
+allocator takes (`XLA_PYTHON_CLIENT_MEM_FRACTION`, 0.75 unless set, read here as the run would read it). FLOPs are
+XLA's, per device (the vocabulary loop is unrolled so that all its chunks are counted, in memory too, a slight
+overestimate; the decode loop's body, one step, is counted once), next to this package's cost model. XLA:GPU counts
+none; there the cost model's figure stands in, marked `"flops_source": "cost_model"`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from typing import Any, Callable
@@ -31,21 +37,55 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprune import cost_model, sharding
+from jaxprune.gpu_targets import GPUS, Gpu
 from jaxprune.models.config import ModelConfig
 from jaxprune.models import llama
 from jaxprune.models.layers import LayerCache
 from jaxprune.models.llama import abstract_model
 
 HEADROOM = 0.95  # share of HBM a program may use: the runtime keeps some for itself
+GPU_MEMORY_FRACTION = 0.75  # JAX's allocator takes this share of a GPU's memory unless XLA_PYTHON_CLIENT_MEM_FRACTION
 _CHIP_BY_KIND = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
 
 
-def topology_devices(name: str) -> list:
-    """The devices of a TPU topology such as `v5e:2x4` (any name libtpu accepts), without the hardware."""
-    import os
+class TopologyError(ValueError):
+    """A --topology the check cannot compile for (refused before anything is compiled)."""
 
+
+def gpu_topology(name: str) -> tuple[Gpu, int] | None:
+    """`h100:8` as (the GPU, 8); None for a TPU name (`v5e:2x4`: a `v` and a digit); an unknown GPU, or a count that
+    is not a positive whole number, is refused with what is known."""
+    model, _, count = name.partition(":")
+    if re.fullmatch(r"v\d.*", model):
+        return None
+    if model.lower() not in GPUS:
+        raise TopologyError(f"--topology={name}: unknown GPU {model!r} (known GPUs: {', '.join(sorted(GPUS))}, as "
+                            f"<gpu>:<GPUs on the host>, e.g. h100:8; TPU topologies look like v5e:2x4)")
+    if not count.isdigit() or int(count) < 1:
+        raise TopologyError(f"--topology={name}: a GPU topology is <gpu>:<GPUs on the host>, e.g. {model.lower()}:8")
+    return GPUS[model.lower()], int(count)
+
+
+def _gpu_devices(name: str, gpu: Gpu, count: int) -> list:
     from jax.experimental import topologies
 
+    try:
+        topology = topologies.get_topology_desc(platform="cuda", target_config=gpu.target_config(),
+                                                topology=f"1x1x{count}")  # one slice, one host, `count` GPUs
+    except Exception as error:
+        raise TopologyError(f"--topology={name}: the CUDA plugin could not describe it ({error}); GPU topologies need "
+                            "the cuda12 extra: pip install -e '.[cuda12]'") from None
+    return list(topology.devices)
+
+
+def topology_devices(name: str) -> list:
+    """The devices of a TPU topology such as `v5e:2x4` (any name libtpu accepts) or of n GPUs of one host such as
+    `h100:8`, without the hardware."""
+    from jax.experimental import topologies
+
+    gpu = gpu_topology(name)
+    if gpu is not None:
+        return _gpu_devices(name, *gpu)
     generation, _, shape = name.partition(":")
     chips = int(np.prod([int(size) for size in shape.split("x")])) if shape.replace("x", "").isdigit() else 0
     kind, cores = {"v5e": ("v5litepod", 1), "v6e": ("v6e", 1), "v5p": ("v5p", 2), "v4": ("v4", 2)}.get(
@@ -59,9 +99,20 @@ def topology_devices(name: str) -> list:
 
 def chip_of(devices) -> cost_model.Chip:
     kind = devices[0].device_kind
+    gpus = {gpu.device_kind: gpu.chip for gpu in GPUS.values()}
+    if kind in gpus:
+        return gpus[kind]
     if kind not in _CHIP_BY_KIND:
-        raise ValueError(f"no HBM figure for device kind {kind!r} (known: {', '.join(_CHIP_BY_KIND)})")
+        raise ValueError(f"no HBM figure for device kind {kind!r} (known: {', '.join([*_CHIP_BY_KIND, *gpus])})")
     return cost_model.CHIPS[_CHIP_BY_KIND[kind]]
+
+
+def usable_fraction(devices) -> float:
+    """The share of a device's memory a program may use: a TPU's HBM less the runtime's headroom; on a GPU, what
+    JAX's allocator takes (its own default unless XLA_PYTHON_CLIENT_MEM_FRACTION is set)."""
+    if devices[0].platform != "gpu":
+        return HEADROOM
+    return float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION") or GPU_MEMORY_FRACTION)
 
 
 def hbm_per_device(devices) -> int:
@@ -220,7 +271,7 @@ def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         return {"program": program.name, "bytes_per_device": _bytes_required(str(error)),
-                "error": str(error).splitlines()[0], "flops_per_device": 0.0,
+                "error": str(error).splitlines()[0], "flops_per_device": 0.0, "flops_source": "none",
                 "model_flops_per_device": program.model_flops_per_device,
                 "seconds_to_compile": round(time.perf_counter() - started, 1)}
     finally:
@@ -228,11 +279,13 @@ def compile_program(program: Program, mesh: Mesh) -> dict[str, Any]:
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = (cost or {}).get("flops")  # XLA:GPU has no cost analysis: the cost model's count stands in
     used = (memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
             - memory.alias_size_in_bytes)
     return {"program": program.name, "bytes_per_device": int(used),
             "argument_bytes": int(memory.argument_size_in_bytes), "temp_bytes": int(memory.temp_size_in_bytes),
-            "flops_per_device": float(cost.get("flops", 0.0)),
+            "flops_per_device": program.model_flops_per_device if flops is None else float(flops),
+            "flops_source": "cost_model" if flops is None else "xla",
             "model_flops_per_device": program.model_flops_per_device,
             "seconds_to_compile": round(time.perf_counter() - started, 1)}
 
@@ -247,14 +300,18 @@ def _bytes_required(message: str) -> int:
 
 
 def stage_report(stage: str, programs: list[Program], mesh: Mesh, topology: str) -> dict[str, Any]:
-    """The stage's line: its largest program's bytes against the HBM of one device, the FLOPs of all its programs."""
+    """The stage's line: its largest program's bytes against the memory of one device, the FLOPs of all its programs
+    (`flops_source`: XLA's count, the cost model's where XLA gives none, or `mixed`)."""
     devices = list(mesh.devices.flat)
     results = [compile_program(program, mesh) for program in programs]
     hbm = hbm_per_device(devices)
+    fraction = usable_fraction(devices)
     used = max(r["bytes_per_device"] for r in results)
-    return {"stage": stage, "topology": topology, "devices": len(devices), "mesh": dict(mesh.shape),
-            "bytes_per_device": used, "hbm_bytes_per_device": hbm,
-            "fits": used <= HEADROOM * hbm and not any("error" in r for r in results),
+    sources = {r["flops_source"] for r in results} - {"none"}
+    return {"stage": stage, "topology": topology, "devices": len(devices), "device_kind": devices[0].device_kind,
+            "mesh": dict(mesh.shape), "bytes_per_device": used, "hbm_bytes_per_device": hbm,
+            "usable_fraction": fraction, "fits": used <= fraction * hbm and not any("error" in r for r in results),
+            "flops_source": sources.pop() if len(sources) == 1 else "mixed" if sources else "none",
             "flops_per_device": sum(r["flops_per_device"] for r in results),
             "model_flops_per_device": sum(r["model_flops_per_device"] for r in results),
             "seconds_to_compile": round(sum(r["seconds_to_compile"] for r in results), 1), "programs": results}

@@ -1,14 +1,19 @@
-"""Will the pipeline fit? Compiles each stage's real program for a TPU topology, on this machine, without TPUs.
+"""Will the pipeline fit? Compiles each stage's real program for a TPU topology or a host's NVIDIA GPUs, on this
+machine, without TPUs or GPUs.
 
     python -m jaxprune.experiments.compile_check --pipeline_flags=experiments/paper_gsm8k/pipeline.flags \
         --topology=v5e:2x4
+    python -m jaxprune.experiments.compile_check --pipeline_flags=experiments/paper_gsm8k_gpu/pipeline.flags \
+        --topology=h100:8
 
 reads the pipeline's stage flagfiles (teacher: the first --chain_flags file; prune; distill) or one stage's flagfile
 (`--stage=prune --flags=experiments/paper_gsm8k/prune.flags`), builds each stage's programs at real size from the
-model's config (shipped for the paper's models, so no hub is needed) and compiles them with libtpu for the topology
-(`jaxprune/compile_check.py`). One JSON line per stage: bytes per device against the device's HBM, whether it fits,
-XLA's FLOPs per device next to the cost model's, and the compile time. Exits 1 when a stage does not fit. Needs the
-`tpu` extra (`pip install -e ".[tpu]"`).
+model's config (shipped for the paper's models, so no hub is needed) and compiles them with libtpu for the topology,
+or with the CUDA plugin for `<gpu>:<n>`, n GPUs of one host (a100, h100, h200, b200: `compile_check.GPUS`), with
+JAX_PLATFORMS=cpu (`jaxprune/compile_check.py`). One JSON line per stage: bytes per device against the device's
+memory, whether it fits, FLOPs per device (XLA's, or on GPUs, where XLA counts none, the cost model's:
+`flops_source`) next to the cost model's, and the compile time. Exits 1 when a stage does not fit. Needs the `tpu`
+extra (`pip install -e ".[tpu]"`) for TPUs, the `cuda12` extra for GPUs.
 """
 
 import json
@@ -49,7 +54,8 @@ _PIPELINE_FLAGS = flags.DEFINE_string("pipeline_flags", None, "The pipeline's fl
 _STAGE = flags.DEFINE_enum("stage", None, STAGES, "Check one stage, with --flags.")
 _FLAGS = flags.DEFINE_string("flags", None, "That stage's flagfile (generate, prune or distill CLI).")
 _TOPOLOGY = flags.DEFINE_string("topology", "v5e:2x4", "TPU topology libtpu compiles for: v5e:2x4, v5p:2x2x1, "
-                                "v4:2x2x1, v6e:2x4, ...")
+                                "v4:2x2x1, v6e:2x4, ...; or <gpu>:<n>, n GPUs of one host: h100:8, a100:8, h200:1, "
+                                "b200:8")
 _PROMPT_TOKENS = flags.DEFINE_integer("prompt_tokens", 180, "Prompt of a chain (system, question, template).")
 _REASONING_TOKENS = flags.DEFINE_list("reasoning_tokens", ["250", "1500"], "Reasoning lengths the pruning kernel "
                                       "is compiled for (each at its first and last step).")
@@ -89,7 +95,7 @@ def main(argv):
     from jaxprune.checkpoints.resolve import load_config
     from jaxprune.distill.train import TrainConfig
 
-    devices = compile_check.topology_devices(_TOPOLOGY.value)
+    devices = compile_check.topology_devices(_TOPOLOGY.value)  # an unknown GPU is refused before anything compiles
     all_fit = True
     for stage, values in stage_flags.items():
         config = load_config(values["student" if stage == "distill" else "model"])
