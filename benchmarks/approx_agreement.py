@@ -13,7 +13,8 @@ and worst kept-set overlap with exact's kept set at keep 0.9 / 0.8 / 0.7 / 0.5 (
 the mean Spearman correlation of deletion ranks, the share of steps certified (modes that certify), and answer
 preservation at keep 0.7 (the analyze CLI's measure: the pruner decodes from the kept reasoning and the answer's
 opening), paired with exact's chain by chain. `--bf16_references` (`exact_references.py --dtype=bfloat16`) adds
-bfloat16 exact greedy as a row, on the chains it holds: the yardstick. Results per (mode, chain) are appended to
+bfloat16 exact greedy as a row, on the chains it holds (and a table of every mode on exactly those chains): the
+yardstick. Results per (mode, chain) are appended to
 `--cache`, so a killed run resumes. Prints markdown tables.
 """
 
@@ -100,8 +101,12 @@ def main(argv):
     print(f"{len(references)} chains, reasoning tokens {lengths}; timed chains: {[r['id'] for r in timed]}, "
           f"exact {exact_seconds:.1f} s warm\n")
     print(f"compiled scoring programs over these chains and modes: {compiled_programs()}\n")
-    for group, low, high in GROUPS:
-        chosen = [r for r in references if low <= len(r["reasoning_token_ids"]) <= high]
+    groups = [(group, [r for r in references if low <= len(r["reasoning_token_ids"]) <= high])
+              for group, low, high in GROUPS]
+    if _BF16.value:  # every mode on exactly the chains the yardstick holds: the paired comparison with it
+        with_bf16 = [r for r in references if r["id"] in rows[1][1]]
+        groups.append((f"the {len(with_bf16)} chains with a bfloat16 reference", with_bf16))
+    for group, chosen in groups:
         if chosen:
             print(_table(group, chosen, rows, preserved, exact_seconds, timed))
 
