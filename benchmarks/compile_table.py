@@ -1,7 +1,11 @@
-"""The paper pipeline compiled for several TPU topologies: memory per device, fit, and XLA's FLOPs against the cost
-model's, as one markdown table (what `benchmarks/RESULTS.md` records).
+"""The paper pipeline compiled for several TPU topologies (or NVIDIA GPUs): memory per device, fit, and XLA's FLOPs
+against the cost model's, as one markdown table (what `benchmarks/RESULTS.md` records).
 
     python benchmarks/compile_table.py [--topologies=v5e:2x4,v5p:2x2x1,v4:2x2x1,v6e:2x4]
+    python benchmarks/compile_table.py --topologies=h100:8 --pipeline_flags=experiments/paper_gsm8k_gpu/pipeline.flags
+
+GPUs need the `cuda12` extra; XLA gives no FLOPs for them (the XLA columns then read "-"), and a program fits within
+the share of memory JAX's allocator takes (`usable_fraction`), not the TPU headroom.
 
 Runs `python -m jaxprune.experiments.compile_check` once per topology (each its own process: libtpu holds one
 topology's compiler state) and tabulates every program it compiled.
@@ -13,9 +17,14 @@ import sys
 
 from absl import app, flags
 
-_TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x4", "v5p:2x2x1", "v4:2x2x1", "v6e:2x4"], "TPU topologies.")
+_TOPOLOGIES = flags.DEFINE_list("topologies", ["v5e:2x4", "v5p:2x2x1", "v4:2x2x1", "v6e:2x4"],
+                                 "TPU topologies, or <gpu>:<n> (h100:8).")
 _PIPELINE_FLAGS = flags.DEFINE_string("pipeline_flags", "experiments/paper_gsm8k/pipeline.flags",
                                       "The pipeline compiled.")
+
+
+def _number(value: float, spec: str, known: bool) -> str:
+    return format(value, spec) if known else "-"
 
 
 def main(argv):
@@ -34,12 +43,15 @@ def main(argv):
             sys.exit(f"{topology}: the compile check printed nothing:\n{result.stderr[-2000:]}")
         for line in lines:
             mesh = ",".join(f"{axis}={size}" for axis, size in line["mesh"].items())
+            usable = line.get("usable_fraction", HEADROOM) * line["hbm_bytes_per_device"]
             for program in line["programs"]:
+                xla = program.get("flops_source", "xla") == "xla"
                 print(f"| {topology} | {line['stage']} | {mesh} | {program['program']} | "
                       f"{program['bytes_per_device'] / 2**30:.2f} | {line['hbm_bytes_per_device'] / 2**30:.0f} | "
-                      f"{'yes' if program['bytes_per_device'] <= HEADROOM * line['hbm_bytes_per_device'] else 'NO'} | "
-                      f"{program['flops_per_device'] / 1e12:.2f} | {program['model_flops_per_device'] / 1e12:.2f} | "
-                      f"{program['model_flops_per_device'] / max(program['flops_per_device'], 1.0):.3f} | "
+                      f"{'yes' if program['bytes_per_device'] <= usable else 'NO'} | "
+                      f"{_number(program['flops_per_device'] / 1e12, '.2f', xla)} | "
+                      f"{program['model_flops_per_device'] / 1e12:.2f} | "
+                      f"{_number(program['model_flops_per_device'] / max(program['flops_per_device'], 1), '.3f', xla)} | "
                       f"{program['seconds_to_compile']:.0f} |", flush=True)
 
 

@@ -68,7 +68,8 @@ def answer_preservation(model, tokenizer, records: Sequence[dict[str, Any]], kee
 
 def markdown_table(results: dict[str, dict[float, dict[str, Any]]]) -> str:
     """Preservation rate per method (rows) and keep ratio."""
-    lines = ["| method | keep ratio | chains | answer preserved | 95% interval (Wilson) |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| method | keep ratio | chains | answer preserved | 95% interval (Wilson) |",
+             "| --- | --- | --- | --- | --- |"]
     for method, by_ratio in results.items():
         for keep_ratio, row in sorted(by_ratio.items(), key=lambda item: -float(item[0])):
             low, high = row["rate_ci95"]
