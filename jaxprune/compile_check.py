@@ -4,8 +4,8 @@ it fits.
 `libtpu` compiles for a topology it is only told about (`jax.experimental.topologies`), so a configuration can be
 checked before a pod is paid for (MaxText's `train_compile.py`). The CUDA plugin does the same for `<gpu>:<n>`, n GPUs
 of one host (`h100:8`), from a description of the GPU (a GpuTargetConfig text proto written by
-`jaxprune/gpu_targets.py` from published figures; `GPUS` is the table of them). Every program is the one the stage runs, at real
-size: parameters are abstract (`jax.eval_shape`, nothing allocated) with the shardings our logical rules give them,
+`jaxprune/gpu_targets.py` from published figures; `GPUS` is the table of them). Every program is the one the stage
+runs, at real size: parameters are abstract (`jax.eval_shape`, nothing allocated) with the shardings our logical rules give them,
 and each stage's worst case is compiled:
 
 * teacher: prefilling `refill_rows` prompts into the decoding state, and the decode loop (one step per iteration)

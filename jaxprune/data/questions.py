@@ -39,8 +39,9 @@ def infer_dataset(source: str) -> str | None:
         return "math"
     if source.startswith("generated:"):
         return "gsm8k"
-    if source in hub_datasets():
-        return hub_datasets()[source][0]
+    hub = hub_datasets()
+    if source in hub:
+        return hub[source][0]
     name = os.path.basename(os.path.normpath(source)).lower().replace("-", "_")
     return next((task for task in sorted(TASKS) if any(hint in name for hint in TASKS[task].name_hints)), None)
 
